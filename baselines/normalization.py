@@ -1,4 +1,4 @@
-"""Reward normalisation shared by the RL baselines (DESIGN.md §1-2): put K reward models on one scale.
+"""Reward normalisation shared by the RL baselines (docs/design.md §1-2): put K reward models on one scale.
 
 Two normalisers, both fitted on samples from the reference policy and both returning a new scorer callable
 ``score(prompts, responses) -> list[float]``:

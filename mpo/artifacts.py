@@ -1,4 +1,4 @@
-"""Content-addressed store for expensive stage outputs (DESIGN.md §3).
+"""Content-addressed store for expensive stage outputs (docs/design.md §3).
 
 An artifact is a directory ``<root>/<stage>/<digest>/`` where the digest covers exactly the config that
 determines the stage, the keys of the artifacts it was built from, and the library versions. Builds go to a

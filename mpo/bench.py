@@ -2,7 +2,10 @@
 
 1. BSMD: wall time of `mpo.bsmd.solve_weights` for 1,000 steps on a cached random ``log_ratios`` tensor
    (target: under a second — every step is a few tensor ops, the scoring that built the tensor is the cost).
-2. Mixture decoding: `LogLinearMixture.generate` with K policies over one policy's HF ``generate`` on the
+2. MPO's weight estimate end to end (sampling, scoring under K+1 models, exact solve): the defensive
+   mixture proposal (π_ref and every π_k; optionally a second round from the token-level mixture) against
+   the paper's π_ref-only proposal at the same number of samples, as a ratio (target for K = 2: ≤ 2.5x).
+3. Mixture decoding: `LogLinearMixture.generate` with K policies over one policy's HF ``generate`` on the
    same prompts, both sampling with the same length (``min_new_tokens`` = ``max_new_tokens``), reported as a
    ratio (target: at most 1.1·K — K forward passes per token and little else).
 
@@ -23,6 +26,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from mpo.mixing import LogLinearMixture
+from mpo.policies import logprobs_of_ids, right_padded, split_generated
+from mpo.proposal import mixture_estimate, reference_estimate, split_counts
+from mpo.solver import solve_empirical
 
 # GPT-2 shapes: "tiny" is what tests use; "small" is GPT-2 small's shape (124M parameters), random weights.
 MODEL_SIZES = {
@@ -52,7 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 0 keeps torch's default. One thread by default: on a shared CPU, "
                              "intra-op threads that wait on each other make tiny-op timings swing by 10-100x")
+    est = parser.add_argument_group("weight estimate")
+    est.add_argument("--est-prompts", type=int, default=32)
+    est.add_argument("--est-samples", type=int, default=16, help="samples per prompt, all proposals together")
+    est.add_argument("--est-round2", type=int, default=4, help="of those, from the token-level mixture (round 2)")
     parser.add_argument("--skip-bsmd", action="store_true")
+    parser.add_argument("--skip-estimator", action="store_true")
     parser.add_argument("--skip-mixture", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers here as JSON")
     return parser.parse_args(argv)
@@ -115,6 +126,58 @@ def bench_bsmd(args: argparse.Namespace) -> dict:
         "meets_target": seconds < 1.0,
         "weights": [round(float(w), 4) for w in result.weights],
     }
+
+
+def bench_estimator(args: argparse.Namespace) -> dict:
+    """Old (π_ref only) vs new (defensive mixture, and with a second round) weight estimate for K = 2."""
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    models = build_policies(3, args.model_size, device, dtype)  # π_ref, π_1, π_2
+    prompts = make_prompts(args.est_prompts, args.prompt_len, models[0].config.vocab_size, device)
+    m, extra = args.est_samples, args.est_round2
+    runs = {"reference": lambda: _estimate(models, prompts, [m, 0, 0], 0, args.new_tokens),
+            "mixture": lambda: _estimate(models, prompts, split_counts(m, 2, 0.25), 0, args.new_tokens),
+            "mixture+round2": lambda: _estimate(models, prompts, split_counts(m - extra, 2, 0.25), extra,
+                                                args.new_tokens)}
+    times = interleaved_seconds(runs, max(1, min(args.repeats, 3)), 1, device)
+    ratio = {name: statistics.median(t / r for t, r in zip(times[name], times["reference"])) for name in runs}
+    return {"prompts": args.est_prompts, "samples_per_prompt": m, "round2_samples": extra,
+            "seconds": {name: statistics.median(t) for name, t in times.items()},
+            "ratio_to_reference": ratio, "target_ratio": 2.5,
+            "meets_target": ratio["mixture"] <= 2.5 and ratio["mixture+round2"] <= 2.5}
+
+
+def _draw(model, prompts: dict, n: int, new_tokens: int, mixture: LogLinearMixture | None = None):
+    """n samples per prompt from a model (or a mixture) at temperature 1: (prompt ids, completion ids)."""
+    batch = {k: v.repeat_interleave(n, 0) for k, v in prompts.items()}
+    with torch.inference_mode():
+        if mixture is None:
+            out = model.generate(**batch, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=new_tokens,
+                                 eos_token_id=EOS, pad_token_id=EOS)
+        else:
+            out = mixture.generate(**batch, max_new_tokens=new_tokens, seed=0, eos_token_id=EOS, pad_token_id=EOS)
+    prompt_ids, completion_ids, _ = split_generated(out, batch["attention_mask"], EOS)
+    return prompt_ids, completion_ids
+
+
+def _estimate(models, prompts: dict, counts: list[int], round2: int, new_tokens: int) -> None:
+    """The MPO weight pipeline on random policies: draw, score under every model, estimate, solve."""
+    mixture = LogLinearMixture(models[1:], [0.5, 0.5]) if round2 else None
+    sources = [(model, None, n) for model, n in zip(models, counts) if n > 0]
+    sources += [(None, mixture, round2)] if round2 else []
+    n_prompts, blocks = prompts["input_ids"].shape[0], []
+    for model, mix, n in sources:
+        prompt_ids, completion_ids = _draw(model, prompts, n, new_tokens, mix)
+        columns = [logprobs_of_ids(m, prompt_ids, completion_ids, EOS) for m in models]
+        if mixture is not None:
+            ids, mask, completion = right_padded(prompt_ids, completion_ids, EOS)
+            columns.append(mixture.sequence_logprob(ids.to(mixture.device), mask, completion).double().cpu())
+        blocks.append(torch.stack(columns, -1).view(n_prompts, n, len(columns)))  # prompt-major rows
+    logprobs = torch.cat(blocks, 1)
+    if counts[1] == 0:
+        est = reference_estimate(logprobs[..., 0], logprobs[..., 1:3])
+    else:
+        est = mixture_estimate(logprobs, [*counts, *([round2] if round2 else [])], policies=[1, 2])
+    solve_empirical(est.log_ratios, log_weights=est.log_weights)
 
 
 def build_policies(count: int, size: str, device: torch.device, dtype: torch.dtype) -> list[GPT2LMHeadModel]:
@@ -191,6 +254,12 @@ def format_table(results: dict) -> str:
         lines.append(f"{name:<44} {bsmd['seconds']:>9.3f}s {'< 1s':>10}  {'yes' if bsmd['meets_target'] else 'NO'}")
     elif bsmd is not None:
         lines.append(f"{'BSMD':<44} {'n/a':>10} {'< 1s':>10}  -- ({bsmd['error']})")
+    est = results.get("estimator")
+    if est is not None:
+        for name in ("mixture", "mixture+round2"):
+            label = f"weight estimate {name} / reference-only (K=2)"
+            ok = "yes" if est["ratio_to_reference"][name] <= 2.5 else "NO"
+            lines.append(f"{label:<44} {est['ratio_to_reference'][name]:>9.2f}x {'<= 2.5x':>10}  {ok}")
     mix = results.get("mixture")
     if mix is not None:
         name = f"HF generate ({mix['model_size']}, B={mix['batch']}, T={mix['new_tokens']})"
@@ -211,6 +280,8 @@ def main(argv: list[str] | None = None) -> dict:
         results: dict = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
         if not args.skip_bsmd:
             results["bsmd"] = bench_bsmd(args)
+        if not args.skip_estimator:
+            results["estimator"] = bench_estimator(args)
         if not args.skip_mixture:
             results["mixture"] = bench_mixture(args)
     finally:

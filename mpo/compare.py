@@ -1,6 +1,6 @@
 """Side-by-side comparison of finished runs: ``python -m mpo.compare PATH... [--out DIR]``.
 
-Every job writes ``results.json`` in its Hydra output dir (DESIGN.md §5). This module gathers them (a run
+Every job writes ``results.json`` in its Hydra output dir (docs/design.md §4). This module gathers them (a run
 dir, a multirun dir, single files, or a W&B project), aggregates seeds into one row per
 (task, policy, label, β) — the rows of the paper's tables — and writes ``comparison.md``,
 ``comparison.csv`` and PNG plots (per-objective win-rates, the two-objective reward front with the MPO
@@ -145,12 +145,12 @@ def _wandb_objectives(summary: Mapping) -> list[str]:
 
 
 def _weights_source(method: str, config: Mapping) -> str | None:
-    """As `mpo.experiment` decides it: MPO with ``method.weights`` set mixes preset weights, else BSMD's."""
+    """As `mpo.methods.mpo` decides it: preset ``method.weights``, else the solver's (``method.solver``)."""
     if _flat_get(config, "method.weights_source"):
         return _flat_get(config, "method.weights_source")
     if _flat_get(config, "method.weights") is not None:
         return "preset"
-    return "bsmd" if method == "mpo" else None
+    return (_flat_get(config, "method.solver") or "bsmd") if method == "mpo" else None
 
 
 def result_from_wandb(summary: Mapping, config: Mapping, *, run_path: str, job_type: str | None = None) -> dict:

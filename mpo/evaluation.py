@@ -1,4 +1,4 @@
-"""One evaluation for every method (DESIGN.md §3): the same held-out prompts, decoding config and seed;
+"""One evaluation for every method (docs/design.md §3): the same held-out prompts, decoding config and seed;
 per objective the mean reward, the reward minus the reference's, and the win-rate against the reference's
 response to the same prompt (tie = ½) with a bootstrap confidence interval over prompts."""
 
@@ -28,6 +28,9 @@ class Samples:
     responses: list[str]
     # whether each response ended with EOS; None when the policy does not say
     finished: list[bool] | None = None
+    # the sampled token ids per response (prompt, completion with EOS where finished); None for text policies
+    prompt_ids: list[list[int]] | None = None
+    completion_ids: list[list[int]] | None = None
 
     @property
     def flat_prompts(self) -> list[str]:
@@ -35,19 +38,28 @@ class Samples:
 
 
 def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decoding) -> Samples:
+    """n responses per prompt; with their token ids and EOS flags when the policy can say (`HFPolicy`)."""
     flat = [p for p in prompts for _ in range(n)]
-    responses: list[str] = []
-    finished: list[bool] | None = [] if hasattr(policy, "generate_detailed") else None
     chunk = decoding.batch_size
+    detailed = hasattr(policy, "generate_tokens")
+    responses: list[str] = []
+    finished: list[bool] = []
+    prompt_ids: list[list[int]] = []
+    completion_ids: list[list[int]] = []
     for start in tqdm(range(0, len(flat), chunk), desc="sampling", leave=False, disable=len(flat) <= chunk):
         # a distinct but reproducible seed per chunk
         step = Decoding(**{**decoding.__dict__, "seed": decoding.seed + start})
-        if finished is None:
+        if not detailed:
             responses += policy.generate(flat[start : start + chunk], step)
-        else:
-            texts, ends = policy.generate_detailed(flat[start : start + chunk], step)
-            responses, finished = responses + texts, finished + ends
-    return Samples(list(prompts), n, responses, finished)
+            continue
+        out = policy.generate_tokens(flat[start : start + chunk], step)
+        responses += out.responses
+        finished += out.finished
+        prompt_ids += out.prompt_ids
+        completion_ids += out.completion_ids
+    if not detailed:
+        return Samples(list(prompts), n, responses)
+    return Samples(list(prompts), n, responses, finished, prompt_ids, completion_ids)
 
 
 def score_all(scorers: Mapping[str, Scorer], samples: Samples) -> dict[str, torch.Tensor]:

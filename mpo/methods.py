@@ -5,11 +5,12 @@ is the same for all of them (`mpo.experiment`). Baselines live in `baselines/` w
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from mpo.config import MPOMethod, ReferenceMethod, SingleMethod
-from mpo.pipeline import RunContext, load_policy, log_ratio_tensor, reference_policy, single_policy
+from mpo.pipeline import RunContext, load_policy, reference_policy, single_policy
 from mpo.policies import TextPolicy
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,9 @@ def single(ctx: RunContext, method: SingleMethod) -> MethodOutput:
 
 
 def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
-    """Mix the single-objective policies log-linearly with preset weights or BSMD's max-min weights."""
+    """Mix the single-objective policies log-linearly with preset weights or the max-min weights."""
     import torch
 
-    from mpo import bsmd
     from mpo.mixing import LogLinearMixture, MixturePolicy
 
     objectives = [k for k in ctx.objectives if k != method.drop]
@@ -54,29 +54,34 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
             raise ValueError(f"method.weights give all mass to the dropped objective {method.drop!r}")
         weights, source = torch.tensor([preset[k] / total for k in objectives], dtype=torch.float64), "preset"
     else:
-        b = method.bsmd
-        log_ratios, artifact = log_ratio_tensor(ctx, objectives, b.n_prompts, b.responses_per_prompt, b.scoring_batch_size)
-        batch = None if b.batch_size is None or b.batch_size >= len(log_ratios) else b.batch_size
-        result = bsmd.solve_weights(log_ratios.double(), steps=b.steps, step_size=b.step_size,
-                                    batch_size=batch, seed=ctx.cfg.seed)
-        weights, source = result.weights, "bsmd"
-        beta = ctx.cfg.task.beta
-        cert = bsmd.certificate(log_ratios.double(), weights, beta=beta)
-        trace = [float(v) for v in result.trace]
-        info.update({
-            "bsmd_trace": trace[:: max(1, len(trace) // 200)],
-            "bsmd_objective_final": trace[-1],
-            "bsmd_step_size": float(result.step_size),
-            "certificate": {k: float(c) for k, c in zip(objectives, cert)},
-            "certificate_spread": float(cert.max() - cert.min()),
-            "log_ratio_shape": list(log_ratios.shape),
-        })
-        log.info("BSMD weights %s, certificate %s", weights.tolist(), info["certificate"])
+        weights, solved = _max_min_weights(ctx, method, objectives)
+        info.update(solved)
+        source = method.solver
     singles = [load_policy(ctx, single_policy(ctx, k)) for k in objectives]
     mixture = LogLinearMixture([p.model for p in singles], weights.tolist(), tokenizers=[p.tokenizer for p in singles])
     policy = MixturePolicy(mixture, singles[0].tokenizer, mode=method.decoding, num_candidates=method.num_candidates)
     all_weights = {k: 0.0 for k in ctx.objectives} | dict(zip(objectives, map(float, weights)))
-    label = "mpo" if source == "bsmd" else weights_label("mpo", [all_weights[k] for k in ctx.objectives])
+    label = "mpo" if source != "preset" else weights_label("mpo", [all_weights[k] for k in ctx.objectives])
     if method.drop is not None:
         label += f"[-{method.drop}]"
     return MethodOutput(policy, label=label, weights=all_weights, weights_source=source, info=info)
+
+
+def _max_min_weights(ctx: RunContext, method: MPOMethod, objectives: list[str]):
+    """λ solving the max-min objective from the cached proposal tensor, and what to report about it."""
+    from mpo.estimation import proposal_tensor, solve
+
+    tensor, _ = proposal_tensor(ctx, objectives, method.estimator)
+    started = time.perf_counter(), time.process_time()
+    weights, info = solve(tensor, method.solver, method.bsmd, beta=ctx.cfg.task.beta, seed=ctx.cfg.seed,
+                          min_ess_fraction=method.estimator.min_ess_fraction)
+    ctx.costs["solve"] = {"seconds": time.perf_counter() - started[0], "cpu_seconds": time.process_time() - started[1],
+                          "peak_memory_mb": 0.0, "reused": False, "artifact": None}
+    named = lambda values: dict(zip(objectives, map(float, values)))  # noqa: E731
+    for key in ("weights_exact", "weights_bsmd", "certificate", "self_check_mixture", "self_check_reference_only"):
+        if info.get(key) is not None:
+            info[key] = named(info[key])
+    log.info("MPO weights (%s solver) %s; duality gap %.2g; BSMD L1 from exact %.4f; median ESS %.1f of %d",
+             method.solver, {k: round(v, 4) for k, v in info[f"weights_{method.solver}"].items()},
+             info["duality_gap"], info["bsmd_l1_from_exact"], info["ess"]["median"], int(info["ess"]["m"]))
+    return weights, info

@@ -1,4 +1,4 @@
-"""The shared stages every method draws on, each an artifact (DESIGN.md §3):
+"""The shared stages every method draws on, each an artifact (docs/design.md §3):
 
 task data -> base model (tokenizer + init) -> reference (SFT) -> reference samples -> preference pairs per
 objective -> single-objective policies (DPO) / reward models / log-ratio tensor.
@@ -171,18 +171,26 @@ def reference_samples(ctx: RunContext, reference: Artifact, n_prompts: int, n: i
 def reference_samples_on(
     ctx: RunContext, reference: Artifact, prompts: list[str], n: int, dec: Decoding, name: str
 ) -> tuple[Samples, Artifact]:
-    """n responses from the reference to each prompt, with whether each ended with EOS: an artifact."""
-    spec = {"prompts": list(prompts), "n": n, "decoding": dec.__dict__}
+    """n responses from the reference to each prompt (text, token ids, whether each ended with EOS)."""
+    return samples_on(ctx, reference, prompts, n, dec, name, stage="reference_samples")
+
+
+def samples_on(
+    ctx: RunContext, policy: Artifact, prompts: list[str], n: int, dec: Decoding, name: str, stage: str
+) -> tuple[Samples, Artifact]:
+    """n responses from a policy artifact to each prompt, kept as text and as the sampled token ids: an artifact."""
+    spec = {"prompts": list(prompts), "n": n, "decoding": dec.__dict__, "token_ids": True}
 
     def build(out: Path) -> dict:
-        samples = sample(load_policy(ctx, reference), prompts, n, dec)
-        rows = {"prompt": samples.flat_prompts, "response": samples.responses, "finished": samples.finished}
+        samples = sample(load_policy(ctx, policy), prompts, n, dec)
+        rows = {"prompt": samples.flat_prompts, "response": samples.responses, "finished": samples.finished,
+                "prompt_ids": samples.prompt_ids, "completion_ids": samples.completion_ids}
         Dataset.from_dict(rows).save_to_disk(str(out / "samples"))
         return {"responses": len(samples.responses), "finished": sum(samples.finished) / len(samples.finished)}
 
-    artifact = ctx.build(name, "reference_samples", spec, build, [reference])
+    artifact = ctx.build(name, stage, spec, build, [policy])
     rows = load_from_disk(str(artifact.path / "samples"))
-    return Samples(list(prompts), n, rows["response"], rows["finished"]), artifact
+    return Samples(list(prompts), n, rows["response"], rows["finished"], rows["prompt_ids"], rows["completion_ids"]), artifact
 
 
 def preference_pairs(ctx: RunContext, objective: str) -> tuple[Dataset, Artifact]:
@@ -222,11 +230,16 @@ def _sigmoid(z: float) -> float:
 def label_pairs(samples: Samples, scorer: Callable, labeling: str, temperature: float, seed: int) -> Dataset:
     """Consecutive responses to one prompt form a pair; the scorer decides which is chosen.
 
-    Ties are dropped under deterministic labelling (they carry no preference).
+    Ties are dropped under deterministic labelling (they carry no preference). When the samples carry
+    their token ids, so do the pairs (``prompt_ids``, ``chosen_ids``, ``rejected_ids``): DPO then trains
+    on exactly the sampled tokens, EOS only where the sample finished.
     """
     scores = scorer(samples.flat_prompts, samples.responses)
     rng = random.Random(seed)
+    with_ids = samples.completion_ids is not None
     rows: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], "gap": []}
+    if with_ids:
+        rows |= {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
     for i, prompt in enumerate(samples.prompts):
         for j in range(0, samples.n - 1, 2):
             a, b = i * samples.n + j, i * samples.n + j + 1
@@ -242,6 +255,10 @@ def label_pairs(samples: Samples, scorer: Callable, labeling: str, temperature: 
             rows["chosen"].append(samples.responses[win])
             rows["rejected"].append(samples.responses[lose])
             rows["gap"].append(scores[win] - scores[lose])
+            if with_ids:
+                rows["prompt_ids"].append(samples.prompt_ids[win])
+                rows["chosen_ids"].append(samples.completion_ids[win])
+                rows["rejected_ids"].append(samples.completion_ids[lose])
     return Dataset.from_dict(rows)
 
 
@@ -281,25 +298,6 @@ def reward_model(ctx: RunContext, objective: str) -> Artifact:
 
 
 def _pair_columns(pairs: Dataset) -> Dataset:
-    return pairs.select_columns(["prompt", "chosen", "rejected"])
-
-
-def log_ratio_tensor(ctx: RunContext, objectives: list[str], n_prompts: int, m: int, batch_size: int):
-    """``log_ratios[N, m, K]`` = log π_k(y|x) − log π_ref(y|x) for m reference samples per train prompt:
-    the only model-bound cost of MPO. Returns (log_ratios, artifact)."""
-    reference = reference_policy(ctx)
-    singles = [single_policy(ctx, k) for k in objectives]
-    samples, sample_artifact = reference_samples(ctx, reference, n_prompts, m, "log_ratio_samples")
-    spec = {"objectives": objectives, "batch_size": batch_size}
-
-    def build(out: Path) -> dict:
-        flat = samples.flat_prompts
-        ref = load_policy(ctx, reference).sequence_logprobs(flat, samples.responses, samples.finished, batch_size)
-        columns = [load_policy(ctx, s).sequence_logprobs(flat, samples.responses, samples.finished, batch_size) - ref
-                   for s in singles]
-        log_ratios = torch.stack(columns, -1).view(len(samples.prompts), m, len(objectives))
-        torch.save({"log_ratios": log_ratios, "objectives": objectives}, out / "log_ratios.pt")
-        return {"mean_log_ratio_" + k: float(log_ratios[..., i].mean()) for i, k in enumerate(objectives)}
-
-    artifact = ctx.build("log_ratios", "log_ratios", spec, build, [reference, sample_artifact, *singles])
-    return torch.load(artifact.path / "log_ratios.pt")["log_ratios"], artifact
+    """The columns a preference trainer reads: text, and the sampled token ids when the pairs have them."""
+    ids = [c for c in ("prompt_ids", "chosen_ids", "rejected_ids") if c in pairs.column_names]
+    return pairs.select_columns(["prompt", "chosen", "rejected", *ids])

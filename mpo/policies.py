@@ -43,13 +43,44 @@ def load_causal_lm(path_or_name: str | Path, dtype: str = "float32") -> PreTrain
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], device) -> dict[str, torch.Tensor]:
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    """Left-padded prompt ids, tokenised as TRL's trainers tokenise a prompt (special tokens included)."""
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
     return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+
+def split_generated(sequences: torch.Tensor, attention_mask: torch.Tensor, eos_token_id: int
+                    ) -> tuple[list[list[int]], list[list[int]], list[bool]]:
+    """Per row of a left-padded HF ``generate`` output: the prompt's ids (padding dropped), the completion's
+    ids up to and including the first EOS, and whether it finished (a truncated sample has no EOS)."""
+    prompt_len = attention_mask.shape[1]
+    prompt_ids = [row[mask.bool()].tolist() for row, mask in zip(sequences[:, :prompt_len].cpu(), attention_mask.cpu())]
+    completion_ids, finished = [], []
+    for row in sequences[:, prompt_len:].cpu().tolist():
+        done = eos_token_id in row  # after the first EOS, HF pads (with the EOS id when pad = EOS)
+        completion_ids.append(row[: row.index(eos_token_id) + 1] if done else row)
+        finished.append(done)
+    return prompt_ids, completion_ids, finished
 
 
 def decode_responses(tokenizer: PreTrainedTokenizerBase, sequences: torch.Tensor, prompt_len: int) -> list[str]:
     # raw continuations (leading space kept): prompt + response is the full text, as in the preference pairs
     return tokenizer.batch_decode(sequences[:, prompt_len:], skip_special_tokens=True)
+
+
+@dataclass
+class Generation:
+    """Sampled responses: text, prompt and completion token ids (EOS included where finished), finished."""
+
+    responses: list[str]
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    finished: list[bool]
+
+    def extend(self, responses, prompt_ids, completion_ids, finished) -> None:
+        self.responses += responses
+        self.prompt_ids += prompt_ids
+        self.completion_ids += completion_ids
+        self.finished += finished
 
 
 class HFPolicy:
@@ -65,12 +96,16 @@ class HFPolicy:
     def generate(self, prompts: list[str], decoding: Decoding) -> list[str]:
         return self.generate_detailed(prompts, decoding)[0]
 
-    @torch.no_grad()
     def generate_detailed(self, prompts: list[str], decoding: Decoding) -> tuple[list[str], list[bool]]:
         """Responses and whether each ended with EOS (rather than at max_new_tokens)."""
+        generation = self.generate_tokens(prompts, decoding)
+        return generation.responses, generation.finished
+
+    @torch.no_grad()
+    def generate_tokens(self, prompts: list[str], decoding: Decoding) -> "Generation":
+        """Responses as text and as the sampled token ids, and whether each ended with EOS."""
         torch.manual_seed(decoding.seed)
-        out: list[str] = []
-        finished: list[bool] = []
+        out = Generation([], [], [], [])
         for start in range(0, len(prompts), decoding.batch_size):
             batch = encode_prompts(self.tokenizer, prompts[start : start + decoding.batch_size], self.model.device)
             sequences = self.model.generate(
@@ -83,10 +118,9 @@ class HFPolicy:
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
             )
-            new = sequences[:, batch["input_ids"].shape[1] :]
-            out += decode_responses(self.tokenizer, sequences, batch["input_ids"].shape[1])
-            finished += (new == self.tokenizer.eos_token_id).any(dim=1).tolist()
-        return out, finished
+            out.extend(decode_responses(self.tokenizer, sequences, batch["input_ids"].shape[1]),
+                       *split_generated(sequences, batch["attention_mask"], self.tokenizer.eos_token_id))
+        return out
 
     @torch.no_grad()
     def sequence_logprobs(
@@ -121,3 +155,38 @@ def sequence_logprobs(model, tokenizer, prompts, responses, finished, batch_size
         hi = torch.tensor([e for _, e in spans], device=ids.device)[:, None]
         out.append((token_logp * ((positions >= lo) & (positions < hi))).sum(1).cpu())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def logprobs_of_ids(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_token_id: int,
+                    batch_size: int = 64) -> torch.Tensor:
+    """[B] log π(y|x) of completions given as the sampled token ids (EOS counted only where it was sampled).
+
+    No decode/re-tokenise round trip: the ids are exactly what was sampled and what the DPO stage trains on.
+    """
+    out = []
+    for start in range(0, len(prompt_ids), batch_size):
+        ids, mask, completion = right_padded(prompt_ids[start : start + batch_size],
+                                             completion_ids[start : start + batch_size], pad_token_id)
+        ids, mask, completion = ids.to(model.device), mask.to(model.device), completion.to(model.device)
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1], -1)
+        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        out.append(token_logp.masked_fill(~completion[:, 1:], 0.0).sum(1).double().cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def right_padded(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_token_id: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, completion mask) [B, L] for prompt + completion rows, right-padded."""
+    lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("an empty prompt cannot be scored: its first completion token has no context")
+    width = max(lengths)
+    ids = torch.full((len(lengths), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(lengths), width), dtype=torch.long)
+    completion = torch.zeros((len(lengths), width), dtype=torch.bool)
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
+        mask[i, : len(p) + len(c)] = 1
+        completion[i, len(p) : len(p) + len(c)] = True
+    return ids, mask, completion

@@ -107,3 +107,49 @@ def test_conflicting_beta_is_refused(tmp_path):
     with pytest.raises(ValueError, match="disagrees"):
         train_dpo(tmp_path, preference_pairs(4, seed=0), tmp_path / "out", beta=0.1,
                   trl_args={"beta": 0.5}, seed=0)
+
+
+def with_token_ids(pairs, tokenizer, truncate_rejected: bool):
+    """The pairs as sampled ids: chosen finished (EOS), rejected cut off (no EOS) when ``truncate_rejected``."""
+    eos = tokenizer.eos_token_id
+    prompt_ids = [tokenizer(p)["input_ids"] for p in pairs["prompt"]]
+    chosen = [tokenizer(c)["input_ids"] + [eos] for c in pairs["chosen"]]
+    rejected = [tokenizer(r)["input_ids"] + ([] if truncate_rejected else [eos]) for r in pairs["rejected"]]
+    return pairs.add_column("prompt_ids", prompt_ids).add_column("chosen_ids", chosen).add_column("rejected_ids", rejected)
+
+
+def test_pairs_with_token_ids_train_on_exactly_those_ids(dpo_run, tmp_path):
+    """DPO takes the sampled ids as they are (a truncated response keeps no EOS): TRL's prepared dataset is the
+    ids, and the held-out implicit reward is measured on the same ids."""
+    from mpo.policies import logprobs_of_ids
+    from mpo.training.dpo import TokenIdDPOTrainer
+
+    root, _, _ = dpo_run
+    tokenizer = AutoTokenizer.from_pretrained(root / "lm")
+    pairs = with_token_ids(preference_pairs(96, seed=0), tokenizer, truncate_rejected=True)
+    seen = {}
+    original = TokenIdDPOTrainer._prepare_dataset
+
+    def spy(self, dataset, *args, **kwargs):
+        prepared = original(self, dataset, *args, **kwargs)
+        seen["rows"] = prepared
+        return prepared
+
+    TokenIdDPOTrainer._prepare_dataset = spy
+    try:
+        held_out = with_token_ids(preference_pairs(48, seed=2), tokenizer, truncate_rejected=True)
+        metrics = train_dpo(root / "lm", pairs, tmp_path / "dpo", beta=BETA, trl_args=DPO_ARGS, eval_pairs=held_out,
+                            seed=0)
+    finally:
+        TokenIdDPOTrainer._prepare_dataset = original
+    assert seen["rows"]["chosen_ids"] == pairs["chosen_ids"] and seen["rows"]["rejected_ids"] == pairs["rejected_ids"]
+    assert all(ids[-1] != tokenizer.eos_token_id for ids in seen["rows"]["rejected_ids"])
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "dpo").eval()
+    reference = AutoModelForCausalLM.from_pretrained(root / "lm").eval()
+    margin = torch.zeros(len(held_out), dtype=torch.float64)
+    for model, sign in ((policy, 1.0), (reference, -1.0)):
+        for column, side in (("chosen_ids", 1.0), ("rejected_ids", -1.0)):
+            margin += sign * side * BETA * logprobs_of_ids(model, held_out["prompt_ids"], held_out[column],
+                                                             tokenizer.pad_token_id)
+    assert metrics["eval/reward_margin"] == pytest.approx(float(margin.mean()), rel=1e-4)
+    assert metrics["eval/reward_accuracy"] > 0.8

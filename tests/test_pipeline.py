@@ -1,6 +1,6 @@
 """The shared stages of `mpo.pipeline` on the tiny `experiment=smoke` config: SFT lowers held-out loss,
 preference labels agree with the scorer, artifacts are reused across runs, a hub preset loads from a local
-directory, the log-ratio tensor matches log-probabilities recomputed by hand, and a bad data source fails
+directory, the proposal tensor matches log-probabilities of the sampled ids recomputed by hand, and a bad data source fails
 clearly without leaving anything half-written in the store.
 
 One reference is built per module (tmp dir) and shared; stages that depend only on it are reused from there.
@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from datasets import load_from_disk
 from conftest import compose  # the same composer as the `compose_cfg` fixture, for module-scoped contexts
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
@@ -25,7 +26,6 @@ from mpo.pipeline import (
     decoding,
     label_pairs,
     load_policy,
-    log_ratio_tensor,
     model_path,
     preference_pairs,
     reference_policy,
@@ -33,7 +33,7 @@ from mpo.pipeline import (
     single_policy,
     task_data,
 )
-from mpo.policies import load_tokenizer, sequence_logprobs
+from mpo.policies import load_tokenizer
 
 SMOKE = ("experiment=smoke", "logger=none")
 OBJECTIVES = ["sentiment", "conciseness"]
@@ -262,39 +262,53 @@ def test_hub_preset_fine_tunes_a_local_directory(built, local_gpt2):
     assert "base_model" not in ctx.costs
 
 
-# ---------------------------------------------------------------- 5. log-ratio tensor
-def by_hand(model, tokenizer, prompt: str, response: str, finished: bool) -> float:
-    """log π(y|x): one unpadded forward pass, summed over the response's tokens (+ EOS if it finished)."""
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if finished else [])
-    ids = torch.tensor([p_ids + r_ids])
+# ---------------------------------------------------------------- 5. the proposal tensor (MPO's estimate)
+def by_hand(model, prompt_ids: list[int], completion_ids: list[int]) -> float:
+    """log π(y|x): one unpadded forward pass over the sampled ids, summed over the completion's tokens."""
+    ids = torch.tensor([prompt_ids + completion_ids])
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-    return sum(float(logp[t - 1, ids[0, t]]) for t in range(len(p_ids), ids.shape[1]))
+    return sum(float(logp[t - 1, ids[0, t]]) for t in range(len(prompt_ids), ids.shape[1]))
 
 
-def test_log_ratio_tensor_matches_recomputed_logprobs(built):
+def test_proposal_tensor_scores_the_sampled_ids_under_every_model(built):
+    from mpo.config import EstimatorConfig
+    from mpo.estimation import proposal_tensor
+
     ctx = context(built.root)
-    log_ratios, artifact = log_ratio_tensor(ctx, OBJECTIVES, n_prompts=4, m=3, batch_size=8)
-    assert log_ratios.shape == (4, 3, 2) and torch.isfinite(log_ratios).all()
-    assert log_ratios.abs().amax() > 0  # the DPO policies moved away from the reference
-    samples, sample_artifact = reference_samples(ctx, built.reference, 4, 3, "log_ratio_samples")
-    assert sample_artifact.key in artifact.manifest["deps"]  # the samples the tensor was scored on
-    assert samples.prompts == task_data(ctx)[0]["train"]["prompt"][:4] and len(samples.responses) == 12
-    flat = samples.flat_prompts
-    tokenizer = load_tokenizer(model_path(built.reference))
-    reference = AutoModelForCausalLM.from_pretrained(model_path(built.reference)).eval()
-    ref = sequence_logprobs(reference, tokenizer, flat, samples.responses, samples.finished, batch_size=5)
-    hand = [by_hand(reference, tokenizer, p, r, f) for p, r, f in zip(flat, samples.responses, samples.finished)]
-    torch.testing.assert_close(ref, torch.tensor(hand), atol=1e-4, rtol=1e-5)
-    again = sequence_logprobs(reference, tokenizer, flat, samples.responses, samples.finished, batch_size=12)
-    torch.testing.assert_close(again - ref, torch.zeros(12), atol=1e-4, rtol=0)  # π = π_ref gives 0
-    for k, objective in enumerate(OBJECTIVES):
-        single = single_policy(ctx, objective)
-        assert single.reused and single.key in artifact.manifest["deps"]
-        model = AutoModelForCausalLM.from_pretrained(model_path(single)).eval()
-        logp = sequence_logprobs(model, tokenizer, flat, samples.responses, samples.finished, batch_size=5)
-        torch.testing.assert_close(log_ratios[..., k], (logp - ref).view(4, 3), atol=1e-4, rtol=1e-4)
+    cfg = EstimatorConfig(n_prompts=3, samples_per_prompt=5, reference_share=0.2)
+    tensor, artifact = proposal_tensor(ctx, OBJECTIVES, cfg)
+    assert tensor.counts == [1, 2, 2] and tensor.components == ["reference", *OBJECTIVES]
+    assert tensor.logprobs.shape == (3, 5, 3) and torch.isfinite(tensor.logprobs).all()
+    models = [AutoModelForCausalLM.from_pretrained(model_path(a)).eval()
+              for a in (built.reference, *(single_policy(ctx, k) for k in OBJECTIVES))]
+    eos = load_tokenizer(model_path(built.reference)).eos_token_id
+    column = 0
+    for j, name in enumerate(["proposal_reference", *(f"proposal_{k}" for k in OBJECTIVES)]):
+        dep = ctx.costs[name]["artifact"]
+        assert dep in artifact.manifest["deps"]
+        rows = load_from_disk(str(ctx.store.root / dep / "samples"))
+        assert rows["prompt"][:: tensor.counts[j]] == task_data(ctx)[0]["train"]["prompt"][:3]
+        for i, (p_ids, c_ids, finished) in enumerate(zip(rows["prompt_ids"], rows["completion_ids"], rows["finished"])):
+            assert (c_ids[-1] == eos) == finished and c_ids.count(eos) == int(finished)  # truncated: no EOS
+            x, slot = divmod(i, tensor.counts[j])
+            for c, model in enumerate(models):
+                assert tensor.logprobs[x, column + slot, c].item() == pytest.approx(by_hand(model, p_ids, c_ids),
+                                                                                 abs=2e-4, rel=1e-5)
+        column += tensor.counts[j]
+    est = tensor.estimate()
+    assert est.proposal == "mixture" and est.log_weights.shape == (3, 5)
+    assert (est.log_weights <= math.log(5 / 1) + 1e-9).all()  # π_ref/q ≤ 1/α_ref
+
+
+def test_proposal_sampling_uses_the_models_own_density(built):
+    """Temperature 1 and no top-p whatever the evaluation decodes with: an importance weight needs it."""
+    from mpo.estimation import proposal_decoding
+
+    ctx = context(built.root, "eval.temperature=0.7", "eval.top_p=0.9")
+    dec = proposal_decoding(ctx, 1)
+    assert (dec.temperature, dec.top_p, dec.max_new_tokens) == (1.0, 1.0, ctx.cfg.eval.max_new_tokens)
+    assert proposal_decoding(ctx, 2).seed != dec.seed
 
 
 # ---------------------------------------------------------------- 6. errors

@@ -63,16 +63,22 @@ def test_second_run_reuses_every_stage(store):
 
 
 def test_mpo_weights_inside_simplex_with_certificate(store):
-    results, _ = run_method(store, "mpo", "method=mpo", "logger=none", "method.bsmd.n_prompts=16",
-                            "method.bsmd.responses_per_prompt=4", "method.bsmd.steps=200")
+    results, _ = run_method(store, "mpo", "method=mpo", "logger=none", "method.estimator.n_prompts=16",
+                            "method.estimator.samples_per_prompt=5", "method.bsmd.steps=200")
     weights = results["weights"]
-    assert results["weights_source"] == "bsmd" and math.isclose(sum(weights.values()), 1.0, abs_tol=1e-6)
-    assert all(w > 0 for w in weights.values())
+    assert results["weights_source"] == "exact" and math.isclose(sum(weights.values()), 1.0, abs_tol=1e-6)
     info = results["method_info"]
-    assert info["log_ratio_shape"] == [16, 4, 2] and len(info["bsmd_trace"]) > 0
+    assert info["log_ratio_shape"] == [16, 5, 2] and len(info["bsmd_trace"]) > 0
+    assert info["proposal_counts"] == {"reference": 1, "sentiment": 2, "conciseness": 2}
+    assert info["weights_exact"] == pytest.approx(weights) and info["duality_gap"] <= 1e-9
     assert set(info["certificate"]) == {"sentiment", "conciseness"}
-    # MPO's cost includes its prerequisites: both single policies and the log-ratio tensor
-    assert {"single_sentiment", "single_conciseness", "log_ratios"} <= set(results["cost"])
+    assert 1 <= info["ess"]["min"] <= info["ess"]["median"] <= 5
+    assert all(0.5 < c < 2 for c in info["self_check_mixture"].values())
+    assert info["bsmd_l1_from_exact"] == pytest.approx(
+        sum(abs(info["weights_bsmd"][k] - weights[k]) for k in weights), abs=1e-9)
+    # MPO's cost includes its prerequisites: both single policies, the proposal samples, the tensor, the solve
+    assert {"single_sentiment", "single_conciseness", "proposal_reference", "proposal_sentiment", "log_ratios",
+            "solve"} <= set(results["cost"])
 
 
 def test_mpo_preset_weights_and_drop(store):

@@ -1,5 +1,10 @@
 """Single-objective policy π_k by DPO (TRL DPOTrainer): the policy whose normalised reward is β·log(π_k/π_ref).
 
+Pairs that carry the sampled token ids (``prompt_ids``, ``chosen_ids``, ``rejected_ids``: pairs labelled
+from our own samples) are trained on those ids as they are: EOS only where the sample finished, no
+decode/re-tokenise round trip. So the log-ratios MPO later computes on sampled ids measure exactly what DPO
+trained. Text-only pairs (a dataset's) go through TRL's own tokenisation (EOS appended).
+
 The reference is loaded from a path (TRL reloads a reference by ``config._name_or_path``, so a model built in
 memory would break it); by default it is the initial policy itself, whose log-probabilities TRL precomputes
 once (``precompute_ref_log_probs=True``), so no second model sits in memory during training.
@@ -16,6 +21,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from mpo.policies import logprobs_of_ids
 from mpo.training.common import train_and_save, trl_kwargs
 from mpo.training.reward_model import _pair_columns
 
@@ -46,11 +52,11 @@ def train_dpo(
     reference_path = str(ref_model_path or model_path)
     tokenizer = _tokenizer(model_path)
     args = {"precompute_ref_log_probs": True, **trl_args, "beta": beta}
-    trainer = DPOTrainer(
+    trainer = TokenIdDPOTrainer(
         model=str(model_path),
         ref_model=None if ref_model_path is None else _causal_lm(reference_path),
         args=DPOConfig(**trl_kwargs(args, out_dir, seed)),
-        train_dataset=_pair_columns(pairs),
+        train_dataset=_dpo_columns(pairs),
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
@@ -62,20 +68,53 @@ def train_dpo(
     return metrics
 
 
+_ID_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+def _dpo_columns(pairs: Dataset) -> Dataset:
+    """The sampled token ids when the pairs have them, else the text columns TRL tokenises."""
+    if all(c in pairs.column_names for c in _ID_COLUMNS):
+        return pairs.select_columns(list(_ID_COLUMNS))
+    return _pair_columns(pairs)
+
+
+class TokenIdDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer that also takes pairs already given as token ids (it tokenises text itself).
+
+    TRL's own preparation would map text → ids (adding EOS to every completion); with id columns there is
+    nothing to map, only TRL's filter of prompts that alone fill ``max_length`` is kept.
+    """
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if not all(c in dataset.column_names for c in _ID_COLUMNS):
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if args.max_length is not None and args.truncation_mode == "keep_start":
+            dataset = dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length)
+        return dataset
+
+
 def evaluate_implicit_reward(policy_path: str | Path, reference_path: str | Path, pairs: Dataset, *,
                              beta: float, batch_size: int = 32) -> dict[str, float]:
     """Held-out accuracy and mean margin of the DPO implicit reward β·(log π − log π_ref) on preference pairs."""
     tokenizer = _tokenizer(policy_path)
-    prompts, chosen, rejected = list(pairs["prompt"]), list(pairs["chosen"]), list(pairs["rejected"])
-    margin = torch.zeros(len(prompts))
+    margin = torch.zeros(len(pairs), dtype=torch.float64)
     for path, sign in ((policy_path, 1.0), (reference_path, -1.0)):  # one model in memory at a time
         model = _causal_lm(path)
-        log_ratio = (completion_logprobs(model, tokenizer, prompts, chosen, batch_size)
-                     - completion_logprobs(model, tokenizer, prompts, rejected, batch_size))
-        margin += sign * beta * log_ratio
+        margin += sign * beta * _pair_log_ratio(model, tokenizer, pairs, batch_size)
         del model
     return {"eval/reward_accuracy": float((margin > 0).float().mean()), "eval/reward_margin": float(margin.mean()),
             "eval/pairs": float(len(pairs))}
+
+
+def _pair_log_ratio(model, tokenizer, pairs: Dataset, batch_size: int) -> torch.Tensor:
+    """log π(chosen|x) − log π(rejected|x), on the sampled ids when the pairs have them (as DPO trained)."""
+    if all(c in pairs.column_names for c in _ID_COLUMNS):
+        prompt_ids, pad = list(pairs["prompt_ids"]), tokenizer.pad_token_id
+        return (logprobs_of_ids(model, prompt_ids, list(pairs["chosen_ids"]), pad, batch_size)
+                - logprobs_of_ids(model, prompt_ids, list(pairs["rejected_ids"]), pad, batch_size))
+    prompts = list(pairs["prompt"])
+    return (completion_logprobs(model, tokenizer, prompts, list(pairs["chosen"]), batch_size)
+            - completion_logprobs(model, tokenizer, prompts, list(pairs["rejected"]), batch_size)).double()
 
 
 @torch.no_grad()
