@@ -13,10 +13,9 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config value that composes but makes no sense; the message names the key and the fix."""
+from mpo.errors import ConfigError, one_line
 
 
 def check_simplex(weights: list[float], key: str, n: Optional[int] = None) -> None:
@@ -296,6 +295,8 @@ class Config:
     device: str = "auto"
     # torch CPU threads (0: torch's default); 1 when parallel jobs share a few cores
     threads: int = 0
+    # seconds a job waits for another job that is building an artifact it needs, before giving up
+    lock_timeout: float = 6 * 3600.0
 
 
 _METHODS = {
@@ -331,9 +332,23 @@ def validate(cfg: Config) -> Config:
         value = getattr(method, key, None)
         if value is not None and value not in objectives:
             raise ConfigError(f"method.{key}={value!r} is not an objective of task {cfg.task.name!r}: choose one of {objectives}")
+    drop, weights = getattr(method, "drop", None), getattr(method, "weights", None)
+    if drop is not None and weights is not None and weights[objectives.index(drop)] >= 1.0:
+        raise ConfigError(f"method.weights={list(weights)} puts all the weight on method.drop={drop!r}, so nothing "
+                          "is left to mix: give the other objectives weight, or drop another objective")
     return cfg
 
 
 def load_config(cfg: DictConfig) -> Config:
-    """Resolve, type-check and validate a composed config; raises ConfigError / OmegaConf errors early."""
-    return validate(OmegaConf.to_object(cfg))
+    """Resolve, type-check and validate a composed config (`mpo.config_checks` included), before any model
+    library is imported. Every failure is a one-line `ConfigError` (or `DataError` for a local input)."""
+    from mpo.config_checks import check_config
+
+    try:
+        config = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{err.full_key}: required but not set; add {err.full_key}=<value>") from err
+    except OmegaConfBaseException as err:  # a mistyped value, named by OmegaConf
+        raise ConfigError(f"{err.full_key or 'config'}: {one_line(str(err).split(chr(10))[0])}") from err
+    check_config(config)
+    return validate(config)

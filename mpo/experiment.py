@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from mpo.artifacts import ArtifactStore, write_json
 from mpo.config import Config, load_config
 from mpo.evaluation import Samples, evaluate, objective_correlations, reference_seed, score_all
+from mpo.masking import mask_overrides
 from mpo.pipeline import RunContext, decoding, plain, reference_policy, reference_samples_on, task_data
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def hydra_job() -> dict[str, Any]:
     hc = HydraConfig.get()
     is_multirun = str(hc.mode) == "RunMode.MULTIRUN"
     return {
-        "overrides": list(hc.overrides.task),
+        "overrides": mask_overrides(list(hc.overrides.task)),  # secret-like values as ***
         "job_num": OmegaConf.select(hc, "job.num", default=None) if is_multirun else None,
         "sweep": Path(hc.sweep.dir).name if is_multirun else None,
     }
@@ -84,7 +85,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     wall0 = time.perf_counter()
     tracker = start_tracker(config, cfg, run_dir, job)
     try:
-        ctx = RunContext(config, ArtifactStore(config.paths.artifacts), tracker)
+        ctx = RunContext(config, ArtifactStore(config.paths.artifacts, lock_timeout=config.lock_timeout), tracker)
         reference, reference_scores = reference_evaluation(ctx)
         output = get_method(config.method._target_)(ctx, config.method)
         eval0 = time.perf_counter()

@@ -10,11 +10,42 @@ import mpo.config  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from mpo.experiment import run
+    from mpo.masking import record_job
 
-    results = run(cfg)
+    record_job(cfg)  # .hydra/ files, multirun.yaml and sys.argv, with secrets masked
+    try:
+        mpo.config.load_config(cfg)  # every config check, before torch/transformers are imported (~1 s, not ~8)
+        from mpo.experiment import run
+
+        results = run(cfg)
+    except Exception as err:
+        err.mpo_job = sweep_job()  # which job of a sweep failed, told by `mpo.cli` (secrets masked)
+        raise
     return results["min_win_rate"]  # what a Hydra sweeper would optimise
 
 
+def sweep_job() -> str | None:
+    """``#3 (method=mpo seed=1)`` inside a multirun job, None in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from mpo.masking import mask_overrides
+
+    if not HydraConfig.initialized() or str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
+        return None
+    hc = HydraConfig.get()
+    return f"#{OmegaConf.select(hc, 'job.num', default='?')} ({' '.join(mask_overrides(list(hc.overrides.task)))})"
+
+
+def cli() -> None:
+    """A user's mistake is one line naming the key and the fix (exit code 2); a bug keeps its traceback."""
+    from mpo.cli import exit_on_user_error
+    from mpo.masking import mask_log_records
+
+    mask_log_records()
+    with exit_on_user_error():
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

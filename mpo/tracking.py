@@ -15,13 +15,13 @@ import functools
 import logging
 import netrc
 import os
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mpo.masking import mask
 from mpo.wandb_offline import wait_until_complete
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,6 @@ DEFAULT_BASE_URL = "https://api.wandb.ai"
 # W&B's hosted service answers under several names (wandb 0.31 defaults to the CoreWeave one and also
 # accepts a netrc entry for api.wandb.ai); a key for any of them is a key for the service.
 SAAS_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com", "forge.coreweave.com")
-# A config key is secret-like when one of its words ends with one of these ("wandb_api_key", "hfToken",
-# "client_secret", "apikey"); matching whole-word endings keeps "max_new_tokens" and "tokenizer".
-SECRET_WORD_ENDINGS = ("key", "keys", "token", "secret", "secrets", "password", "passwd", "passphrase",
-                       "credentials")
 FINISH_FLUSH_TIMEOUT = 10.0  # seconds finish() waits for an offline run's file to be complete
 BSMD_TRACE_MAX_POINTS = 1000  # a longer trace is thinned evenly (its last point always kept)
 
@@ -109,22 +105,6 @@ def _process_rank() -> int:
     return 0
 
 
-def _is_secret_key(key: str) -> bool:
-    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower()
-    return any(word.endswith(SECRET_WORD_ENDINGS) for word in re.split(r"[^a-z0-9]+", words) if word)
-
-
-def strip_secrets(value: Any) -> Any:
-    """A copy of a (nested) config without secret-like keys, and with values W&B can serialise."""
-    if isinstance(value, Mapping):
-        return {str(k): strip_secrets(v) for k, v in value.items() if not _is_secret_key(str(k))}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Sequence):  # lists, tuples, OmegaConf ListConfig
-        return [strip_secrets(v) for v in value]
-    return str(value)  # paths, enums, dtypes: their text is what a reader wants to see
-
-
 def _number(value: Any) -> float | int | None:
     """A loggable scalar, or None (strings, lists and tensors with more than one element are skipped)."""
     if isinstance(value, bool):
@@ -176,7 +156,7 @@ class Tracker:
             init_kwargs = dict(
                 project=config.project, entity=config.entity, group=config.group or group,
                 job_type=job_type, tags=list(config.tags) or None, name=name,
-                config=strip_secrets(run_config), dir=str(Path(config.dir or run_dir).expanduser()),
+                config=mask(run_config), dir=str(Path(config.dir or run_dir).expanduser()),
             )
         except Exception as error:  # noqa: BLE001 - e.g. a config value that cannot be read
             log.warning("W&B tracking is off for this job: %s: %s", type(error).__name__, error)

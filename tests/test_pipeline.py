@@ -15,11 +15,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from datasets import load_from_disk
+from omegaconf import OmegaConf
 from conftest import compose  # the same composer as the `compose_cfg` fixture, for module-scoped contexts
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from mpo.artifacts import MANIFEST, ArtifactStore
-from mpo.config import load_config
+from mpo.config import Config, load_config
+from mpo.errors import ConfigError, MissingInputError, user_error
 from mpo.evaluation import Samples
 from mpo.pipeline import (
     RunContext,
@@ -58,6 +60,8 @@ def half_written(artifacts: Path) -> list[Path]:
     """Anything in a store other than finished artifacts (dirs with a manifest) and their lock files."""
     bad = []
     for stage in artifacts.iterdir():
+        if not stage.is_dir():  # the store's own files (.fingerprints.json)
+            continue
         for entry in stage.iterdir():
             finished = entry.is_dir() and (entry / MANIFEST).is_file()
             if not (finished or (entry.is_file() and entry.name.endswith(".lock"))):
@@ -312,8 +316,17 @@ def test_proposal_sampling_uses_the_models_own_density(built):
 
 
 # ---------------------------------------------------------------- 6. errors
+def unchecked(cfg) -> Config:
+    """The typed config without `mpo.config_checks` (which would refuse it): what the stages do if a bad value
+    gets past composition."""
+    return OmegaConf.to_object(cfg)
+
+
 def test_bad_data_target_fails_clearly_and_leaves_nothing(compose_cfg):
-    config = load_config(compose_cfg(*SMOKE, "task.data._target_=mpo.data.reviews.no_such_builder"))
+    cfg = compose_cfg(*SMOKE, "task.data._target_=mpo.data.reviews.no_such_builder")
+    with pytest.raises(ConfigError, match="task.data._target_=mpo.data.reviews.no_such_builder"):
+        load_config(cfg)  # refused before anything is built
+    config = unchecked(cfg)
     ctx = RunContext(config, ArtifactStore(config.paths.artifacts))
     with pytest.raises(Exception, match="mpo.data.reviews.no_such_builder"):
         reference_policy(ctx)
@@ -324,10 +337,14 @@ def test_bad_data_target_fails_clearly_and_leaves_nothing(compose_cfg):
 
 def test_missing_data_file_fails_clearly_and_leaves_nothing(compose_cfg, tmp_path):
     missing = tmp_path / "no-such-reviews.jsonl"
-    config = load_config(compose_cfg("logger=none", "task=imdb", f"task.data.source={missing}"))
+    cfg = compose_cfg("logger=none", "task=imdb", f"task.data.source={missing}")
+    with pytest.raises(MissingInputError, match=f"task.data.source={missing}: no such file"):
+        load_config(cfg)
+    config = unchecked(cfg)
     ctx = RunContext(config, ArtifactStore(config.paths.artifacts))
-    with pytest.raises(Exception, match="not found") as raised:
+    with pytest.raises(Exception) as raised:
         reference_policy(ctx)
-    assert str(missing) in str(raised.value)
+    assert isinstance(user_error(raised.value), MissingInputError)  # what mpo.run prints, as one line
+    assert "not found" in str(user_error(raised.value)) and str(missing) in str(user_error(raised.value))
     artifacts = Path(config.paths.artifacts)
     assert half_written(artifacts) == [] and not list(artifacts.glob("*/*/"))

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from mpo.masking import mask
 from mpo.tracking import (
     PER_OBJECTIVE_COLUMNS,
     Tracker,
     TrackingConfig,
     _thin,
     resolve_mode,
-    strip_secrets,
     wandb_api_key_configured,
 )
 from mpo.wandb_offline import find_offline_runs, read_offline_run
@@ -108,12 +108,13 @@ def test_run_identity_and_config(logged_run):
     assert run["config"]["seed"] == 0
 
 
-def test_secrets_are_stripped_from_the_config(logged_run):
+def test_secrets_are_masked_in_the_config(logged_run):
     config = logged_run["run"]["config"]
-    assert config["policy"] == {"tokenizer": "gpt2", "nested": [{"lr": 1e-3}]}
-    assert not {"wandb_api_key", "db_password", "client_secret"} & set(config)
+    assert config["policy"] == {"tokenizer": "gpt2", "hf_token": "***", "nested": [{"apiKey": "***", "lr": 1e-3}]}
+    assert {config[k] for k in ("wandb_api_key", "db_password", "client_secret")} == {"***"}
     assert config["task"]["max_new_tokens"] == 16  # "tokens" is not "token"
-    assert strip_secrets({"API_KEY": 1, "AccessToken": 2, "Path": Path("/x")}) == {"Path": "/x"}
+    assert mask({"API_KEY": 1, "AccessToken": 2, "Path": Path("/x")}) == {"API_KEY": "***", "AccessToken": "***",
+                                                                          "Path": "/x"}
 
 
 def test_stage_metrics_have_their_own_step(logged_run):
@@ -250,7 +251,7 @@ def test_omegaconf_run_config_is_accepted(tmp_path):
                             name="n", job_type="mpo", group=None, run_dir=tmp_path)
     tracker.finish()
     assert read_offline_run(tracker.run_dir)["config"] == {"task": {"objectives": OBJECTIVES, "n": 3},
-                                                           "seed": 3}
+                                                           "seed": 3, "api_key": "***"}
 
 
 def test_auto_mode_follows_the_key(monkeypatch, tmp_path):

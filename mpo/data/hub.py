@@ -17,16 +17,16 @@ from pathlib import Path
 
 import datasets
 
+from mpo.data.local import BUILDERS, file_builder, looks_like_path
+from mpo.errors import DataError, MissingInputError
+
 log = logging.getLogger(__name__)
 
-_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".tsv": "csv",
-             ".txt": "text", ".arrow": "arrow"}
-_COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 PAIR_FORMATS = ("prompt_chosen_rejected", "hh_rlhf", "chosen_rejected")
 HH_ASSISTANT = "\n\nAssistant:"
 
 
-class DatasetNotCachedError(ConnectionError):
+class DatasetNotCachedError(DataError, ConnectionError):
     """A hub dataset was asked for while offline and is not in the local cache."""
 
 
@@ -35,35 +35,30 @@ def _offline() -> bool:
     return any(flags) or bool(getattr(datasets.config, "HF_HUB_OFFLINE", False))
 
 
-def _file_builder(path: Path) -> str | None:
-    name = path.name.lower()
-    for ext in _COMPRESSION:
-        name = name.removesuffix(ext)
-    return _BUILDERS.get(Path(name).suffix)
-
-
-def _looks_like_path(source: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything with a data-file suffix or path syntax is a path."""
-    return (_file_builder(Path(source)) is not None or source.startswith((".", "/", "~"))
-            or os.sep in source.strip("/").replace("/", "", 1) or "\\" in source)
-
-
 def _load_local_file(path: Path, split: str, load_kwargs: dict) -> datasets.Dataset:
-    builder = _file_builder(path)
+    builder = file_builder(path)
     if builder is None:
-        raise ValueError(f"don't know how to read {path}: use one of {sorted(_BUILDERS)} (optionally compressed)")
+        raise ValueError(f"don't know how to read {path}: use one of {sorted(BUILDERS)} (optionally compressed)")
     ignored = {k: load_kwargs.pop(k) for k in ("data_dir", "name") if k in load_kwargs}
     if ignored:  # hub-only options (HH's data_dir) mean nothing for a single file
         log.warning("ignoring %s for the local file %s", ignored, path)
     if path.suffix.lower() == ".tsv":
         load_kwargs.setdefault("sep", "\t")
     split_name = re.match(r"\w+", split).group(0)  # "train[:100]" -> data_files key "train"
-    return datasets.load_dataset(builder, data_files={split_name: str(path)}, split=split, **load_kwargs)
+    try:
+        data = datasets.load_dataset(builder, data_files={split_name: str(path)}, split=split, **load_kwargs)
+    except Exception as err:  # noqa: BLE001 - pyarrow/pandas parse errors of every kind: name the file
+        cause = (str(err).strip().splitlines() or [""])[0][:300]
+        raise DataError(f"could not read {path} as {builder} data ({type(err).__name__}: {cause}); check the "
+                        f"file's format (.jsonl: one JSON object per line; .csv: a header row)") from err
+    if len(data) == 0:
+        raise DataError(f"{path} holds no rows; point `source` at a data file with rows")
+    return data
 
 
 def _load_local_dir(path: Path, split: str, load_kwargs: dict) -> datasets.Dataset:
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():  # written by save_to_disk
-        data = datasets.load_from_disk(str(path))
+        data = datasets.load_from_disk(str(path), keep_in_memory=True)  # transforms never write cache files there
         if isinstance(data, datasets.DatasetDict):
             if split not in data:
                 raise ValueError(f"split {split!r} not in {path}; its splits are {list(data)}")
@@ -93,16 +88,16 @@ def load_split(source: str, split: str = "train", **load_kwargs) -> datasets.Dat
         return _load_local_file(path, split, dict(load_kwargs))
     if path.is_dir():
         return _load_local_dir(path, split, dict(load_kwargs))
-    if _looks_like_path(source):
-        raise FileNotFoundError(f"dataset file not found: {path} (source={source!r}); check the path, "
-                                f"or give a hub id like 'stanfordnlp/imdb'")
+    if looks_like_path(source):
+        raise MissingInputError(f"dataset file not found: {path} (source={source!r}); check the path, "
+                        f"or give a hub id like 'stanfordnlp/imdb'")
     return _load_hub(source, split, dict(load_kwargs))
 
 
 def require_columns(dataset: datasets.Dataset, columns: list[str], source: str) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
-        raise ValueError(f"column(s) {missing} not found in {source!r}; its columns are {dataset.column_names}")
+        raise DataError(f"column(s) {missing} not found in {source!r}; its columns are {dataset.column_names}")
 
 
 def _sample_indices(size: int, n: int | None, seed: int) -> list[int]:

@@ -1,0 +1,125 @@
+"""How `python -m mpo.run` reports a failure: a user's mistake as one line naming the key and the fix (exit
+code 2, no traceback); a bug with its traceback (exit code 1).
+
+Hydra prints its own multi-line report of every exception and exits; `HYDRA_FULL_ERROR=1` makes it re-raise
+instead, so `exit_on_user_error` sets it for the duration and tells the two kinds apart. A user who sets
+HYDRA_FULL_ERROR=1 themselves gets every traceback, as Hydra promises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mpo.errors import did_you_mean, one_line, user_error
+
+log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+USER_ERROR_EXIT_CODE = 2
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    wants_traceback = os.environ.get("HYDRA_FULL_ERROR", "").strip() == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own report
+    stderr, sys.stderr = sys.stderr, _WithoutHydraJobLine(sys.stderr)
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - sorted into the user's mistakes and bugs right here
+        job = getattr(err, "mpo_job", None)
+        where = f" [sweep job {job}]" if job else ""
+        message = None if wants_traceback else describe(err)
+        if message is None:
+            stderr.write(f"error{where}: a bug, not a config mistake; the traceback follows\n")
+            raise
+        stderr.write(f"error{where}: {message}\n")
+        sys.exit(USER_ERROR_EXIT_CODE)
+    finally:
+        sys.stderr = stderr
+
+
+class _WithoutHydraJobLine:
+    """stderr without Hydra's "Error executing job with overrides: [...]" line: it repeats the overrides
+    unmasked (secrets included), and our own line says which job failed."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides:"):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def describe(err: BaseException) -> str | None:
+    """The one line for a user's mistake, or None for anything else (a bug: keep its traceback)."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    if user_error(err) is not None:
+        return one_line(str(user_error(err)))
+    if isinstance(err, MissingConfigException):
+        return _missing_preset(err)
+    if isinstance(err, OverrideParseException):
+        return one_line(str(err).split("See https://")[0])
+    if isinstance(err, ConfigCompositionException):
+        return _composition(err)
+    return None
+
+
+def _missing_preset(err: Exception) -> str:
+    found = re.search(r"Could not find '([\w/]+)/([^']+)'", str(err))
+    if not found:
+        return one_line(str(err))
+    group, name = found.groups()
+    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+    return f"{group}={name}: no such {group} preset{did_you_mean(name, options)}; the presets are in conf/{group}/"
+
+
+def _composition(err: Exception) -> str:
+    """Hydra's "Could not override 'x'. To append to your config use +x=..." told with what is actually known:
+    the `+` prefix cannot add a key to a typed node, so that advice would lead nowhere."""
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    cause = err.__cause__
+    if not isinstance(cause, OmegaConfBaseException) or not cause.full_key:
+        return one_line(str(err))
+    key, value = cause.full_key, _override_value(err, cause.full_key)
+    if not isinstance(cause, (ConfigKeyError, AttributeError)):  # a value of the wrong type
+        return f"{key}={value}: {one_line(str(cause).splitlines()[0])}"
+    name = key.rsplit(".", 1)[-1]
+    if dataclasses.is_dataclass(cause.object_type):
+        fields = [f.name for f in dataclasses.fields(cause.object_type)]
+        return (f"{key}: unknown key{did_you_mean(name, fields)}; {cause.object_type.__name__} has no such "
+                "setting: fix the name")
+    return _open_node_key(key, name, value, getattr(cause, "parent_node", None))
+
+
+def _open_node_key(key: str, name: str, value: str, parent) -> str:
+    """A key missing from an untyped node (trainer kwargs, a `_target_`'s arguments): a typo, or a setting the
+    preset does not list, which `+` adds (and `mpo.config_checks` then checks)."""
+    from mpo.config_checks import TRAINER_CONFIGS, trainer_params
+    from mpo.signatures import callable_params
+
+    stage = re.fullmatch(r"trainer\.(\w+)\.[^.]+", key)
+    known = trainer_params(stage.group(1)) if stage and stage.group(1) in TRAINER_CONFIGS else None
+    target = parent.get("_target_") if parent is not None and hasattr(parent, "get") else None
+    params = known[1] if known else (callable_params(str(target)) if target else None)
+    owner = known[0] if known else target
+    if params is not None and not params.open and name not in params.names:
+        return f"{key}: not a setting of {owner}{did_you_mean(name, params.names)}; fix the name"
+    return f"{key} is not set by the presets; to add it, write +{key}={value}"
+
+
+def _override_value(err: Exception, key: str) -> str:
+    found = re.search(rf"(?:Could not override '|Error merging override ){re.escape(key)}'?(?:=(\S+))?", str(err))
+    hint = re.search(rf"\+{re.escape(key)}=(\S+)", str(err))
+    return (hint and hint.group(1)) or (found and found.group(1)) or "<value>"

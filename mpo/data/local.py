@@ -1,0 +1,73 @@
+"""Local inputs named in a config (data files, model directories): is this string a path, and is what it names
+usable? Checked at composition, before any library is imported, so that a typo in a path is one line naming
+the key, not a hub lookup's traceback ten seconds later. Imports nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mpo.errors import DataError, MissingInputError
+
+BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".tsv": "csv",
+            ".txt": "text", ".arrow": "arrow"}
+COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
+# what a saved causal LM directory holds besides config.json (one of them)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def file_builder(path: Path) -> str | None:
+    """The `datasets` builder that reads a data file (by suffix, compression stripped), or None."""
+    name = path.name.lower()
+    for ext in COMPRESSION:
+        name = name.removesuffix(ext)
+    return BUILDERS.get(Path(name).suffix)
+
+
+def looks_like_path(source: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; anything with a data-file suffix or path syntax is a path."""
+    return (file_builder(Path(source)) is not None or source.startswith((".", "/", "~"))
+            or os.sep in source.strip("/").replace("/", "", 1) or "\\" in source)
+
+
+def check_data_source(source: str, key: str) -> None:
+    """A local data file or directory must exist and not be empty; hub ids pass (checked when loaded)."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        if looks_like_path(source):
+            raise MissingInputError(f"{key}={source}: no such file or directory; fix the path (or give a hub id "
+                            "such as 'stanfordnlp/imdb')")
+        return
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{key}={source}: the file is empty; point it at a data file with rows")
+    if path.is_dir() and not any(path.iterdir()):
+        raise DataError(f"{key}={source}: the directory is empty; point it at a save_to_disk directory or a "
+                        "directory of data files")
+
+
+def check_model_dir(source: str, key: str) -> None:
+    """A local model directory must hold a readable config.json and weights; hub ids pass."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        if looks_like_path(source):
+            raise MissingInputError(f"{key}={source}: no such directory; give a directory written by save_pretrained "
+                            "or a hub id")
+        return
+    if not path.is_dir():
+        raise DataError(f"{key}={source} is a file; give the directory save_pretrained wrote (with config.json)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise DataError(f"{key}={source} has no config.json: not a saved model; save one with "
+                        "model.save_pretrained(dir) and tokenizer.save_pretrained(dir)")
+    try:
+        json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{key}={source}: config.json is not valid JSON ({err}); re-save the model") from err
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise DataError(f"{key}={source} has no weights ({' or '.join(WEIGHT_FILES[::2])}); re-save the model")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(f"{key}={source} has no tokenizer files (tokenizer.json or tokenizer_config.json); "
+                        "save the tokenizer there too: tokenizer.save_pretrained(dir)")

@@ -1,0 +1,62 @@
+"""Mistakes a user can fix, told as one line that names what is wrong and the fix.
+
+`mpo.run` prints a `UserError` (and a Hydra composition error, which is a config mistake too) as that one
+line, without a traceback; anything else is a bug and keeps its traceback. This module imports nothing
+heavy: config errors are reported before torch or transformers is imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for or gave us (config, data, a scorer, a damaged artifact)."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that composes but makes no sense; the message names the key and the fix."""
+
+
+class ScorerError(UserError):
+    """An objective's scorer raised, or returned something other than one finite float per response."""
+
+
+class DataError(UserError, ValueError):
+    """A local data file or model directory that is empty or unreadable (or missing: `MissingInputError`)."""
+
+
+class MissingInputError(DataError, FileNotFoundError):
+    """A local data file or model directory named in the config does not exist."""
+
+
+class ArtifactError(UserError):
+    """A stored artifact that failed verification, or a lock on one that was never released."""
+
+
+def user_error(err: BaseException | None) -> UserError | None:
+    """The `UserError` behind ``err``, if any: libraries wrap what our code raises inside them (Hydra's
+    ``instantiate`` raises InstantiationException from the builder's error)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or a list of the options when none is close."""
+    options = sorted(str(o) for o in options)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    shown = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
+    return f" (known keys: {shown})" if options else ""
+
+
+def one_line(text: str) -> str:
+    """A message on one line: OmegaConf's multi-line details joined with '; '."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
