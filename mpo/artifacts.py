@@ -1,9 +1,13 @@
 """Content-addressed store for expensive stage outputs (docs/design.md §3).
 
 An artifact is a directory ``<root>/<stage>/<digest>/`` where the digest covers exactly the config that
-determines the stage, the keys of the artifacts it was built from, and the library versions. Builds go to a
-temporary sibling directory and are renamed into place, under a per-key file lock, so parallel jobs of one
-sweep build each artifact once and a killed job never leaves a half-written artifact behind.
+determines the stage, the keys of the artifacts it was built from, the library versions, and the contents of
+the local files it reads. Builds go to the key's build directory and are renamed into place, under a
+per-key file lock (whose holder a waiting job names), so parallel jobs of one sweep build each artifact
+once and a killed job never leaves a half-written artifact behind: its build directory keeps only the
+training checkpoints, from which the next build of the key resumes. The manifest records a checksum of
+every file; reuse verifies them (size and mtime, else the hash) and a damaged artifact is rebuilt.
+Nothing writes into a published artifact.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -23,11 +28,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from mpo.artifact_files import Fingerprints, file_records, first_mismatch, local_paths
+from mpo.errors import ArtifactError
+from mpo.masking import mask
+from mpo.store_lock import KeyLock
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# where a stage's trainer writes its checkpoints inside the build dir (mpo.training.common.trl_kwargs)
+CHECKPOINTS = "_trainer"
+# seconds after which a build directory whose builder is gone is removed by the next build in its stage
+STALE_AFTER = 24 * 3600
 _VERSIONED = ("torch", "transformers", "trl", "datasets", "tokenizers", "peft", "mpo")
 
 
@@ -54,13 +66,19 @@ def _canonical(obj: Any) -> Any:
     raise TypeError(f"artifact spec holds a {type(obj).__name__} ({obj!r}); use plain JSON values")
 
 
-def digest(stage: str, spec: Mapping[str, Any], deps: Sequence["Artifact"] = ()) -> str:
+def digest(stage: str, spec: Mapping[str, Any], deps: Sequence["Artifact"] = (),
+           inputs: Mapping[str, str] | None = None) -> str:
+    """The key of a stage output: its spec, its dependencies' keys, the library versions, and the content
+    fingerprints of the local inputs it reads (so a data file or model directory rewritten in place is a
+    new key, not a stale reuse)."""
     payload = {
         "stage": stage,
         "spec": _canonical(spec),
         "deps": sorted(d.key for d in deps),
         "versions": library_versions(),
     }
+    if inputs:
+        payload["inputs"] = dict(sorted(inputs.items()))
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -93,14 +111,25 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike, lock_timeout: float = 6 * 3600):
         self.root = Path(root).expanduser().resolve()
         self.lock_timeout = lock_timeout
+        self.fingerprints = Fingerprints(self.root / ".fingerprints.json")
         self._announced: set[Path] = set()  # say "reusing" once per artifact and process
+        self._verified: set[Path] = set()  # artifacts whose files this process has checked
+
+    def inputs(self, spec: Mapping[str, Any]) -> dict[str, str]:
+        """Content fingerprints of the local files and directories the spec names (a data file, a model dir)."""
+        return {str(p): self.fingerprints.of(p) for p in local_paths(spec, exclude=self.root)}
 
     def path_for(self, stage: str, spec: Mapping[str, Any], deps: Sequence[Artifact] = ()) -> Path:
-        return self.root / stage / digest(stage, spec, deps)
+        return self.root / stage / digest(stage, spec, deps, self.inputs(spec))
 
     def lookup(self, stage: str, spec: Mapping[str, Any], deps: Sequence[Artifact] = ()) -> Artifact | None:
+        """The finished, verified artifact, or None; a damaged one is an `ArtifactError` saying how to fix it."""
         path = self.path_for(stage, spec, deps)
-        return _load(stage, path, reused=True) if (path / MANIFEST).is_file() else None
+        found = self._check(stage, path)
+        if isinstance(found, str):
+            raise ArtifactError(f"{stage} artifact {path} is damaged ({found}): delete it (rm -rf {path}) and "
+                                "rerun to rebuild it")
+        return found
 
     def get_or_build(
         self,
@@ -109,64 +138,118 @@ class ArtifactStore:
         build: Callable[[Path], Mapping[str, Any] | None],
         deps: Sequence[Artifact] = (),
     ) -> Artifact:
-        """Return the artifact for ``(stage, spec, deps)``, building it with ``build(tmp_dir)`` if absent.
+        """Return the artifact for ``(stage, spec, deps)``, building it with ``build(work_dir)`` if absent.
 
-        ``build`` writes its files into the directory it is given and may return a dict of metrics,
-        stored in the manifest as ``info``. Another process building the same key is waited for.
+        ``build`` writes its files into the directory it is given and may return a dict of metrics, stored in
+        the manifest as ``info``. Another process building the same key is waited for. A damaged artifact is
+        rebuilt. A build killed earlier leaves its training checkpoints (``work_dir/_trainer``), from which
+        the next build of the key resumes.
         """
-        path = self.path_for(stage, spec, deps)
+        inputs = self.inputs(spec)
+        path = self.root / stage / digest(stage, spec, deps, inputs)
         path.parent.mkdir(parents=True, exist_ok=True)
-        found = self._finished(stage, path)
-        if found is not None:
-            return found
-        with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
-            found = self._finished(stage, path)  # built by another process while we waited
-            if found is not None:
-                return found
-            return self._build(stage, spec, build, deps, path)
+        found = self._check(stage, path)
+        if isinstance(found, Artifact):
+            return self._reuse(found)
+        with KeyLock(Path(f"{path}.lock"), f"the {stage} artifact {path.name}", self.lock_timeout):
+            found = self._check(stage, path)  # built (or repaired) by another process while we waited
+            if isinstance(found, Artifact):
+                return self._reuse(found)
+            if isinstance(found, str):
+                log.warning("%s artifact %s failed verification (%s): rebuilding it", stage, path, found)
+            return self._build(stage, spec, build, deps, path, inputs)
 
-    def _finished(self, stage: str, path: Path) -> Artifact | None:
-        if (path / MANIFEST).is_file():
-            if path not in self._announced:
-                log.info("reusing %s artifact %s (built %s)", stage, path.name, _built_at(path))
-                self._announced.add(path)
-            return _load(stage, path, reused=True)
-        return None
+    def _check(self, stage: str, path: Path) -> Artifact | str | None:
+        """The artifact if it is there and its files are those its manifest records; what is wrong with it if
+        it is there but damaged; None if it is absent."""
+        if not path.exists():
+            return None
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return f"{MANIFEST} is missing or unreadable"
+        if path not in self._verified:
+            if "files" not in manifest:
+                return "it has no checksums (built by an older mpo)"
+            problem = first_mismatch(path, manifest["files"])
+            if problem is not None:
+                return problem
+            self._verified.add(path)
+        return Artifact(stage=stage, digest=path.name, path=path, manifest=manifest, reused=True)
 
-    def _build(self, stage, spec, build, deps, path: Path) -> Artifact:
-        if path.exists():  # a directory without manifest: a crash between rename and manifest cannot
-            shutil.rmtree(path)  # happen, so this is foreign debris; clear it rather than trust it
-        tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{time.time_ns()}"
-        tmp.mkdir(parents=True)
+    def _reuse(self, artifact: Artifact) -> Artifact:
+        if artifact.path not in self._announced:
+            log.info("reusing %s artifact %s (built %s)", artifact.stage, artifact.digest,
+                     artifact.manifest.get("built_at", "?"))
+            self._announced.add(artifact.path)
+        return artifact
+
+    def _build(self, stage, spec, build, deps, path: Path, inputs: dict[str, str]) -> Artifact:
+        if path.exists():  # damaged, or foreign debris: we hold the key's lock, nobody reads it through us
+            shutil.rmtree(path)
+        work = self._work_dir(stage, path)
         log.info("building %s artifact %s", stage, path.name)
         wall0, cpu0 = time.perf_counter(), _cpu_seconds()
         try:
-            info = dict(build(tmp) or {})
-            cost = {
-                "wall_seconds": time.perf_counter() - wall0,
-                "cpu_seconds": _cpu_seconds() - cpu0,
-                "peak_memory_mb": _peak_memory_mb(),
-            }
+            info = dict(build(work) or {})
+            shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)  # for resuming a build, not part of its output
+            cost = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": _cpu_seconds() - cpu0,
+                    "peak_memory_mb": _peak_memory_mb()}
             manifest = {
-                "stage": stage,
-                "digest": path.name,
-                "spec": _canonical(spec),
-                "deps": [d.key for d in deps],
-                "versions": library_versions(),
-                "cost": cost,
-                "info": _canonical(info),
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
+                "stage": stage, "digest": path.name, "spec": mask(_canonical(spec)), "deps": [d.key for d in deps],
+                "inputs": inputs, "versions": library_versions(), "cost": cost, "info": _canonical(info),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), "pid": os.getpid(),
+                "files": file_records(work),
             }
-            write_json(tmp / MANIFEST, manifest)
-            os.replace(tmp, path)  # atomic on one filesystem: readers see all or nothing
+            write_json(work / MANIFEST, manifest)
+            os.replace(work, path)  # atomic on one filesystem: readers see all or nothing
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _keep_only_checkpoints(work)
             raise
         log.info("built %s artifact %s in %.1f s", stage, path.name, cost["wall_seconds"])
         self._announced.add(path)
+        self._verified.add(path)
+        self._clean_stale(path.parent)
         return _load(stage, path, reused=False)
+
+    def _work_dir(self, stage: str, path: Path) -> Path:
+        """This key's build directory: fresh, or what a killed build left, trimmed to its checkpoints."""
+        for debris in path.parent.glob(f".tmp-{path.name}-*"):  # left by an older mpo's killed build
+            shutil.rmtree(debris, ignore_errors=True)
+        work = path.parent / f".build-{path.name}"
+        if work.exists():
+            _keep_only_checkpoints(work)
+            if work.exists():
+                log.info("resuming the interrupted build of %s artifact %s from its checkpoints", stage, path.name)
+        work.mkdir(parents=True, exist_ok=True)
+        return work
+
+    def _clean_stale(self, stage_dir: Path) -> None:
+        """Delete build directories of other keys that nobody has touched for `STALE_AFTER` seconds and whose
+        builder is gone (their lock is free): a config that is never run again must not leave them behind."""
+        now = time.time()
+        for entry in stage_dir.glob(".[bt][um][ip]*-*"):  # .build-<digest>, .tmp-<digest>-<pid>-<ns>
+            key = entry.name.split("-")[1]
+            if not entry.is_dir() or now - entry.stat().st_mtime < STALE_AFTER:
+                continue
+            lock = KeyLock(stage_dir / f"{key}.lock", f"stale build {entry.name}", 0)
+            if lock.try_acquire():
+                try:
+                    log.info("removing %s, a build abandoned more than a day ago", entry)
+                    shutil.rmtree(entry, ignore_errors=True)
+                finally:
+                    lock.release()
+
+
+def _keep_only_checkpoints(work: Path) -> None:
+    """Trim a build directory to its training checkpoints; remove it if it has none."""
+    if not work.exists():
+        return
+    for entry in work.iterdir():
+        if entry.name != CHECKPOINTS:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if not any(work.iterdir()):
+        work.rmdir()
 
 
 def _load(stage: str, path: Path, reused: bool) -> Artifact:
@@ -174,16 +257,21 @@ def _load(stage: str, path: Path, reused: bool) -> Artifact:
     return Artifact(stage=stage, digest=path.name, path=path, manifest=manifest, reused=reused)
 
 
-def _built_at(path: Path) -> str:
-    try:
-        return json.loads((path / MANIFEST).read_text()).get("built_at", "?")
-    except (OSError, json.JSONDecodeError):
-        return "?"
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinity replaced by None: JSON has no such numbers (Python would write a bare
+    ``NaN`` that strict parsers refuse). A value that is not a number becomes null, honestly."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False))
     os.replace(tmp, path)
 
 

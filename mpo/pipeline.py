@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, DatasetDict, load_from_disk
+import datasets
+from datasets import Dataset, DatasetDict
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -28,6 +29,12 @@ from mpo.evaluation import Samples, sample
 from mpo.policies import Decoding, HFPolicy
 
 log = logging.getLogger(__name__)
+
+
+def load_from_disk(path: str | Path) -> Dataset | DatasetDict:
+    """A dataset artifact, read into memory. Read memory-mapped (datasets' default), every transform of it
+    (a split, TRL's tokenisation) would write cache files into the published artifact's directory."""
+    return datasets.load_from_disk(str(path), keep_in_memory=True)
 
 
 def plain(node: Any) -> Any:

@@ -1,11 +1,14 @@
 import json
 import multiprocessing as mp
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from mpo.artifacts import ArtifactStore, digest
+from mpo.errors import ArtifactError
 
 
 def _writer(out: Path, value: str, log: list | None = None) -> dict:
@@ -76,3 +79,166 @@ def test_two_processes_build_one_key_once(tmp_path):
         paths = pool.starmap(_slow_build, [(str(tmp_path / "store"), str(marker))] * 2)
     assert paths[0] == paths[1]
     assert marker.read_text().count("built") == 1
+
+
+# ---------------------------------------------------------------- verification
+def _two_files(out: Path) -> dict:
+    (out / "weights.bin").write_bytes(bytes(range(256)) * 64)
+    (out / "sub").mkdir()
+    (out / "sub" / "config.json").write_text('{"a": 1}')
+    return {}
+
+
+def test_manifest_records_every_file_and_reuse_verifies_them(tmp_path, caplog):
+    store = ArtifactStore(tmp_path)
+    first = store.get_or_build("stage", {"a": 1}, _two_files)
+    files = first.manifest["files"]
+    assert set(files) == {"weights.bin", "sub/config.json"} and files["weights.bin"]["size"] == 256 * 64
+    with open(first.path / "weights.bin", "r+b") as f:  # one block overwritten in place, same size
+        f.seek(4096)
+        f.write(b"\xff" * 512)
+    calls = []
+    fresh = ArtifactStore(tmp_path)  # another run: nothing verified yet
+    with caplog.at_level("WARNING"):
+        again = fresh.get_or_build("stage", {"a": 1}, lambda out: calls.append(1) or _two_files(out))
+    assert calls == [1] and not again.reused  # detected and rebuilt, never used
+    assert "weights.bin was modified" in caplog.text and "rebuilding" in caplog.text
+    assert (again.path / "weights.bin").read_bytes() == bytes(range(256)) * 64
+
+
+def test_truncated_or_missing_files_are_detected_and_lookup_says_how_to_fix(tmp_path):
+    store = ArtifactStore(tmp_path)
+    artifact = store.get_or_build("stage", {"a": 1}, _two_files)
+    with open(artifact.path / "weights.bin", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ArtifactError, match=r"weights.bin has 100 bytes, 16384 were recorded\): delete it \(rm -rf "):
+        ArtifactStore(tmp_path).lookup("stage", {"a": 1})
+    (artifact.path / "weights.bin").unlink()
+    with pytest.raises(ArtifactError, match="weights.bin is missing"):
+        ArtifactStore(tmp_path).lookup("stage", {"a": 1})
+
+
+def test_fast_path_trusts_size_and_mtime_and_rehashes_otherwise(tmp_path, monkeypatch):
+    import mpo.artifact_files as files
+
+    store = ArtifactStore(tmp_path)
+    artifact = store.get_or_build("stage", {"a": 1}, _two_files)
+    hashed = []
+    real = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    assert ArtifactStore(tmp_path).lookup("stage", {"a": 1}) is not None and hashed == []  # stat only
+    os.utime(artifact.path / "weights.bin", ns=(1, 1))  # copied without -p, say: same content, new mtime
+    assert ArtifactStore(tmp_path).lookup("stage", {"a": 1}) is not None and hashed == ["weights.bin"]
+
+
+def test_keys_cover_the_contents_of_local_inputs(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a"}\n')
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"n": 1}')
+    store = ArtifactStore(tmp_path / "store")
+    spec = {"source": str(data), "pretrained": str(model)}
+    first = store.get_or_build("s", spec, lambda out: _writer(out, "1"))
+    assert store.get_or_build("s", spec, lambda out: _writer(out, "2")).reused
+    assert set(first.manifest["inputs"]) == {str(data), str(model)}
+    data.write_text('{"text": "b"}\n')  # rewritten in place: same path, same size
+    rebuilt = store.get_or_build("s", spec, lambda out: _writer(out, "3"))
+    assert not rebuilt.reused and rebuilt.path != first.path
+    (model / "config.json").write_text('{"n": 2}')
+    assert not store.get_or_build("s", spec, lambda out: _writer(out, "4")).reused
+
+
+# ---------------------------------------------------------------- dead builders and locks
+def _killed_build(root: str, checkpoint: bool) -> None:
+    def build(out: Path):
+        if checkpoint:
+            (out / "_trainer" / "checkpoint-2").mkdir(parents=True)
+            (out / "_trainer" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+        (out / "half-written.bin").write_bytes(b"x" * 10)
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 mid-build
+
+    ArtifactStore(root).get_or_build("stage", {"a": 1}, build)
+
+
+def _run_killed(root: Path, checkpoint: bool) -> None:
+    proc = mp.get_context("spawn").Process(target=_killed_build, args=(str(root), checkpoint))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == -signal.SIGKILL
+
+
+def test_a_killed_build_is_resumed_from_its_checkpoints_or_cleaned(tmp_path):
+    _run_killed(tmp_path, checkpoint=True)
+    seen = []
+
+    def build(out: Path):
+        seen.append(sorted(p.relative_to(out).as_posix() for p in out.rglob("*")))
+        return _writer(out, "ok")
+
+    artifact = ArtifactStore(tmp_path).get_or_build("stage", {"a": 1}, build)  # the lock died with its holder
+    assert seen == [["_trainer", "_trainer/checkpoint-2", "_trainer/checkpoint-2/trainer_state.json"]]
+    assert set(artifact.manifest["files"]) == {"value.txt"}  # checkpoints are not part of the artifact
+    assert [p.name for p in (tmp_path / "stage").iterdir() if p.name.startswith(".")] == []
+    _run_killed(tmp_path / "again", checkpoint=False)
+    seen.clear()
+    ArtifactStore(tmp_path / "again").get_or_build("stage", {"a": 1}, build)
+    assert seen == [[]]  # nothing to resume: the debris was cleared, not trusted
+
+
+def test_abandoned_builds_of_other_keys_do_not_pile_up(tmp_path):
+    from mpo.artifacts import STALE_AFTER
+
+    stage = tmp_path / "stage"
+    old, recent, legacy = stage / ".build-aaaa", stage / ".build-bbbb", stage / ".tmp-cccc-123-456"
+    for d in (old, recent, legacy):
+        (d / "_trainer").mkdir(parents=True)
+    long_ago = time.time() - STALE_AFTER - 60
+    for d in (old, legacy):
+        os.utime(d, (long_ago, long_ago))
+    ArtifactStore(tmp_path).get_or_build("stage", {"a": 1}, lambda out: _writer(out, "x"))
+    assert not old.exists() and not legacy.exists() and recent.exists()  # recent: maybe resumed soon
+
+
+def _hold_lock(lock_path: str, ready: str, seconds: float) -> None:
+    from mpo.store_lock import KeyLock
+
+    with KeyLock(Path(lock_path), "the test artifact", 60):
+        Path(ready).write_text("held")
+        time.sleep(seconds)
+
+
+def test_a_waiting_job_names_the_holder_and_times_out_with_a_message(tmp_path, caplog):
+    store = ArtifactStore(tmp_path, lock_timeout=1.5)
+    path = store.path_for("stage", {"a": 1})
+    path.parent.mkdir(parents=True)
+    ready = tmp_path / "ready"
+    holder = mp.get_context("spawn").Process(target=_hold_lock, args=(f"{path}.lock", str(ready), 30))
+    holder.start()
+    try:
+        deadline = time.time() + 60
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        with caplog.at_level("INFO"), pytest.raises(ArtifactError) as raised:
+            store.get_or_build("stage", {"a": 1}, lambda out: _writer(out, "x"))
+    finally:
+        holder.kill()
+        holder.join()
+    assert f"waiting for the stage artifact {path.name}: pid {holder.pid} on " in caplog.text
+    message = str(raised.value)
+    assert message.startswith("gave up after 2 s waiting for the stage artifact") and f"pid {holder.pid}" in message
+    assert f"delete {path}.lock" in message
+
+
+def test_every_torch_load_is_weights_only():
+    """torch.load unpickles arbitrary code unless weights_only=True; every call in the package must say so."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    calls = []
+    for source in [*root.glob("mpo/**/*.py"), *root.glob("baselines/**/*.py")]:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                safe = any(k.arg == "weights_only" and ast.unparse(k.value) == "True" for k in node.keywords)
+                calls.append((f"{source.relative_to(root)}:{node.lineno}", safe))
+    assert calls and [where for where, safe in calls if not safe] == []

@@ -8,6 +8,7 @@ One reference is built per module (tmp dir) and shared; stages that depend only 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from omegaconf import OmegaConf
 from conftest import compose  # the same composer as the `compose_cfg` fixture, for module-scoped contexts
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
+from mpo.artifact_files import first_mismatch
 from mpo.artifacts import MANIFEST, ArtifactStore
 from mpo.config import Config, load_config
 from mpo.errors import ConfigError, MissingInputError, user_error
@@ -348,3 +350,19 @@ def test_missing_data_file_fails_clearly_and_leaves_nothing(compose_cfg, tmp_pat
     assert "not found" in str(user_error(raised.value)) and str(missing) in str(user_error(raised.value))
     artifacts = Path(config.paths.artifacts)
     assert half_written(artifacts) == [] and not list(artifacts.glob("*/*/"))
+
+
+def test_nothing_writes_into_a_published_artifact(built):
+    """Stages read datasets out of artifacts and transform them (splits, TRL's tokenisation); read memory-mapped,
+    datasets would write cache files into the artifact's directory. Every artifact keeps exactly its files."""
+    ctx = context(built.root)
+    single_policy(ctx, "sentiment")  # pairs read from an artifact, split, tokenised and trained on by DPO
+    preference_pairs(ctx, "conciseness")[0].train_test_split(test_size=0.5, seed=0)
+    manifests = list(Path(ctx.cfg.paths.artifacts).glob(f"*/*/{MANIFEST}"))
+    assert len(manifests) >= 5
+    for manifest_file in manifests:
+        artifact = manifest_file.parent
+        recorded = json.loads(manifest_file.read_text())["files"]
+        on_disk = {p.relative_to(artifact).as_posix() for p in artifact.rglob("*") if p.is_file()} - {MANIFEST}
+        assert on_disk == set(recorded), artifact
+        assert first_mismatch(artifact, recorded) is None, artifact

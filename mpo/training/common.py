@@ -1,26 +1,34 @@
-"""What every TRL stage shares: trainer arguments that work on a laptop CPU and on a GPU alike."""
+"""What every TRL stage shares: trainer arguments that work on a laptop CPU and on a GPU alike, and resuming
+a killed stage from its last checkpoint."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mpo.artifacts import CHECKPOINTS
+
 
 def trl_kwargs(args: Mapping[str, Any], out_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Keyword arguments for a TRL ``*Config``: safe defaults, then the stage's own ``args`` on top.
 
-    TRL 1.16 defaults to bf16 and gradient checkpointing, which fail on CPU; results are saved by us
-    (``save_model``) rather than by checkpoints, and W&B logging goes through `mpo.tracking`'s callback,
-    never through ``report_to`` (one run per job, no stray runs).
+    TRL 1.16 defaults to bf16 and gradient checkpointing, which fail on CPU. Results are saved by us
+    (``save_model``); checkpoints (every ``save_steps``, when the trainer preset gives it; only the last one
+    kept) go to ``<build dir>/_trainer``, where a rerun of a killed build finds them and resumes
+    (`train_from_checkpoint`). W&B logging goes through `mpo.tracking`'s callback, never through ``report_to``
+    (one run per job, no stray runs).
     """
     on_gpu = torch.cuda.is_available()
+    checkpoints = args.get("save_steps") is not None
     defaults: dict[str, Any] = {
-        "output_dir": str(Path(out_dir) / "_trainer"),
+        "output_dir": str(Path(out_dir) / CHECKPOINTS),
         "report_to": "none",
-        "save_strategy": "no",
+        "save_strategy": "steps" if checkpoints else "no",
+        "save_total_limit": 1 if checkpoints else None,
         "bf16": on_gpu and torch.cuda.is_bf16_supported(),
         "use_cpu": not on_gpu,
         "gradient_checkpointing": False,
@@ -35,8 +43,8 @@ def trl_kwargs(args: Mapping[str, Any], out_dir: Path, seed: int = 0) -> dict[st
 def train_and_save(trainer, out_dir: Path, logged: Sequence[str] = ()) -> dict[str, float]:
     """Train, save model + tokenizer into ``out_dir``, drop TRL's empty output_dir, and return the loss,
     step count, runtime and the last logged value of each key in ``logged`` (as ``train/<key>``)."""
-    result = trainer.train()
-    trainer.save_model(str(out_dir))  # model + tokenizer (processing_class)
+    result = train_from_checkpoint(trainer)
+    save_model(trainer, out_dir)  # model + tokenizer (processing_class)
     trainer_dir = Path(trainer.args.output_dir)
     if trainer_dir.is_dir() and not any(trainer_dir.iterdir()):
         trainer_dir.rmdir()  # TRL creates it even with save_strategy="no"
@@ -47,3 +55,32 @@ def train_and_save(trainer, out_dir: Path, logged: Sequence[str] = ()) -> dict[s
         if values:
             metrics[f"train/{key}"] = float(values[-1])
     return metrics
+
+
+def last_checkpoint(trainer_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-<step>`` under ``trainer_dir`` (the Trainer writes trainer_state.json
+    last, so a checkpoint cut short by a kill has none and is skipped), or None."""
+    found = []
+    for path in Path(trainer_dir).glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if step.isdigit():
+            found.append((int(step), path))
+    return str(max(found)[1]) if found else None
+
+
+def train_from_checkpoint(trainer):
+    """``trainer.train()``, resumed from the last checkpoint a killed build of this stage left, if any: the
+    Trainer restores weights, optimizer, scheduler and RNG states and skips the batches already seen, so on
+    CPU with a fixed seed the result equals an uninterrupted build's (tests/test_resume.py)."""
+    return trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
+
+
+def save_model(trainer, out_dir: str | Path) -> None:
+    """``trainer.save_model`` without the ``training_args.bin`` it pickles next to the weights: it holds every
+    argument, secrets such as ``hub_token`` included, and nothing loads it (the manifest records the spec)."""
+    trainer.save_model(str(out_dir))
+    (Path(out_dir) / "training_args.bin").unlink(missing_ok=True)

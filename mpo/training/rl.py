@@ -33,7 +33,7 @@ import torch
 from transformers import TrainerCallback
 
 from mpo.policies import Decoding, HFPolicy, load_tokenizer
-from mpo.training.common import trl_kwargs
+from mpo.training.common import save_model, train_from_checkpoint, trl_kwargs
 
 Scorer = Callable[[list[str], list[str]], list[float]]
 
@@ -192,9 +192,9 @@ def train_rl(
     trainer = _build_trainer(policy_path, ref_model_path, funcs, Dataset.from_dict({"prompt": list(prompts)}),
                              config, callbacks, algorithm)
     start = time.perf_counter()
-    trainer.train()
+    train_from_checkpoint(trainer)
     seconds = time.perf_counter() - start
-    trainer.save_model(str(out_dir))
+    save_model(trainer, out_dir)
     trainer.processing_class.save_pretrained(str(out_dir))
     metrics = _training_metrics(trainer.state.log_history, trainer.state.global_step)
     metrics["train_seconds"] = seconds

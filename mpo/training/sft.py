@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerFast, TrainerCallback
 
 from mpo.policies import load_tokenizer
-from mpo.training.common import trl_kwargs
+from mpo.training.common import save_model, train_from_checkpoint, trl_kwargs
 
 EOS = "<|endoftext|>"
 
@@ -86,8 +86,8 @@ def train_sft(
         model=model, args=args, train_dataset=texts.select_columns(["text"]),
         processing_class=tokenizer, callbacks=list(callbacks),
     )
-    result = trainer.train()
-    trainer.save_model(str(out_dir))
+    result = train_from_checkpoint(trainer)
+    save_model(trainer, out_dir)
     load_tokenizer(model_path).save_pretrained(out_dir)  # keep left padding for generation
     after = mean_token_loss(out_dir, eval_texts) if eval_texts else math.nan
     return {"train_loss": float(result.training_loss), "eval_loss_before": before, "eval_loss_after": after}
