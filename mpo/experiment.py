@@ -12,7 +12,7 @@ from typing import Any
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from mpo.artifacts import ArtifactStore, write_json
+from mpo.artifacts import ArtifactStore, json_safe, write_json
 from mpo.config import Config, load_config
 from mpo.evaluation import Samples, evaluate, objective_correlations, reference_seed, score_all
 from mpo.masking import mask_overrides
@@ -96,6 +96,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # how much the objectives conflict for the reference policy (its own held-out samples)
         results["reference_correlation"] = objective_correlations(reference_scores)
         results["cost"]["run"] = {"seconds": time.perf_counter() - wall0}
+        results = json_safe(results)  # a NaN (say, the correlation of a constant score) is null, never bare NaN
         write_json(run_dir / "results.json", results)
         log.info("wrote %s: min win-rate %.3f (%s)", run_dir / "results.json", results["min_win_rate"],
                  results["min_win_rate_objective"])

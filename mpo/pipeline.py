@@ -27,6 +27,7 @@ from mpo.artifacts import Artifact, ArtifactStore
 from mpo.config import Config
 from mpo.evaluation import Samples, sample
 from mpo.policies import Decoding, HFPolicy
+from mpo.scoring import build_scorer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class RunContext:
 
     @cached_property
     def scorers(self) -> dict[str, Callable]:
-        return {name: instantiate(plain(obj.scorer)) for name, obj in self.cfg.task.objectives.items()}
+        """One checked scorer per objective (`mpo.scoring`): a bad score stops the run, naming the objective."""
+        return {name: build_scorer(name, plain(obj.scorer)) for name, obj in self.cfg.task.objectives.items()}
 
     def record(self, name: str, artifact: Artifact) -> Artifact:
         """Remember a stage this method used, with what it cost to build (paid once, maybe by another run)."""

@@ -49,6 +49,8 @@ def _load_local_file(path: Path, split: str, load_kwargs: dict) -> datasets.Data
         data = datasets.load_dataset(builder, data_files={split_name: str(path)}, split=split, **load_kwargs)
     except Exception as err:  # noqa: BLE001 - pyarrow/pandas parse errors of every kind: name the file
         cause = (str(err).strip().splitlines() or [""])[0][:300]
+        if "corresponds to no data" in cause:
+            raise DataError(f"{path} holds no rows; point `source` at a data file with rows") from err
         raise DataError(f"could not read {path} as {builder} data ({type(err).__name__}: {cause}); check the "
                         f"file's format (.jsonl: one JSON object per line; .csv: a header row)") from err
     if len(data) == 0:
