@@ -121,3 +121,18 @@ def test_experiment_presets_apply_whole_on_any_task(compose_cfg):
     assert gpt2.policy.architecture is None and gpt2.trainer.sft["max_steps"] == 40
     paper = load_config(compose_cfg("experiment=imdb_paper"))
     assert paper.eval.n_prompts == 256 and paper.policy.name == "gpt2"
+
+
+def test_a_truncated_model_file_is_named_at_composition(compose_cfg, tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    model = tmp_path / "model"
+    GPT2LMHeadModel(GPT2Config(vocab_size=16, n_embd=8, n_layer=1, n_head=2, n_positions=8)).save_pretrained(model)
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE())).save_pretrained(model)
+    assert load_config(compose_cfg("policy=gpt2", f"policy.pretrained={model}")).policy.pretrained == str(model)
+    weights = model / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size - 100)
+    with pytest.raises(DataError, match=f"policy.pretrained={model}: model.safetensors is truncated"):
+        load_config(compose_cfg("policy=gpt2", f"policy.pretrained={model}"))

@@ -68,6 +68,27 @@ def check_model_dir(source: str, key: str) -> None:
         raise DataError(f"{key}={source}: config.json is not valid JSON ({err}); re-save the model") from err
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise DataError(f"{key}={source} has no weights ({' or '.join(WEIGHT_FILES[::2])}); re-save the model")
+    weights = path / "model.safetensors"
+    if weights.is_file() and (problem := safetensors_problem(weights)):
+        raise DataError(f"{key}={source}: model.safetensors {problem}; re-save or re-download the model")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise DataError(f"{key}={source} has no tokenizer files (tokenizer.json or tokenizer_config.json); "
                         "save the tokenizer there too: tokenizer.save_pretrained(dir)")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a .safetensors file's framing (an 8-byte header length, a JSON header, then the
+    tensors it lists), or None: a truncated download or copy fails here, in microseconds, not in torch."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 0 < length <= size - 8:
+                return "is truncated or not a safetensors file (bad header length)"
+            header = json.loads(f.read(length))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "has an unreadable header"
+    ends = [t["data_offsets"][1] for name, t in header.items() if name != "__metadata__" and "data_offsets" in t]
+    if 8 + length + max(ends, default=0) > size:
+        return f"is truncated ({size} bytes, its header lists {8 + length + max(ends)})"
+    return None
