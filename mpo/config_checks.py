@@ -18,7 +18,7 @@ from typing import Any
 
 from mpo.data.local import check_data_source, check_model_dir
 from mpo.errors import ConfigError, did_you_mean
-from mpo.signatures import Params, callable_params, class_params, defines
+from mpo.signatures import Params, callable_params, class_params, defines, module_missing
 
 # keys of an instantiable node that Hydra reads itself
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -74,6 +74,9 @@ def _check_known_fields(path: str, node: Any) -> None:
 
 def _check_target(path: str, node: Mapping) -> None:
     target = str(node["_target_"])
+    if module_missing(target):
+        raise ConfigError(f"{path}._target_={target}: no module {target.rpartition('.')[0]} can be imported; fix "
+                          "the name, or install the package that provides it")
     if defines(target) is False:
         module, _, name = target.rpartition(".")
         raise ConfigError(f"{path}._target_={target}: module {module} defines no {name!r}; fix the name")

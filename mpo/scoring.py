@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mpo.errors import ConfigError, ScorerError
+from mpo.errors import ConfigError, ScorerError, one_line
 
 Scorer = Callable[[list[str], list[str]], list[float]]
 
@@ -83,4 +83,4 @@ def check_scores(values: Any, n: int, objective: str, target: str) -> list[float
 
 
 def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:300]
+    return one_line(str(err))[:300]

@@ -91,6 +91,29 @@ def defines(target: str) -> bool | None:
     return name in _module_names(tree)
 
 
+def module_missing(target: str) -> bool:
+    """True when the module part of ``pkg.mod.name`` certainly does not exist (no such package, or no file or
+    directory for a submodule); False when it exists or cannot be told without importing."""
+    if "." not in target:
+        return False
+    top, *rest = target.split(".")[:-1]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return True
+    locations = list(spec.submodule_search_locations or ())
+    for part in rest:
+        entries = [e for base in locations for e in Path(base).glob(f"{part}*")]
+        if not any(e.name == part or e.stem.split(".")[0] == part for e in entries):
+            return bool(locations)  # a package directory without it; no locations: a plain module's attribute
+        locations = [str(e) for e in entries if e.is_dir() and e.name == part]
+        if not locations:
+            return False  # a module file: the rest are attributes
+    return False
+
+
 def _open_module(tree: ast.Module) -> bool:
     """A module whose names cannot be listed statically: star imports, a module-level ``__getattr__``, or a
     lazy module that replaces itself in ``sys.modules`` (transformers)."""

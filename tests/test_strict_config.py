@@ -78,6 +78,8 @@ def test_target_arguments_and_trainer_keywords_are_checked(compose_cfg):
         load_config(compose_cfg("+task.objectives.conciseness.scorer.scael=3"))
     with pytest.raises(ConfigError, match="task.data._target_=mpo.data.reviews.nope: module mpo.data.reviews defines"):
         load_config(compose_cfg("task.data._target_=mpo.data.reviews.nope"))
+    with pytest.raises(ConfigError, match="task.objectives.x.scorer._target_=mypkg.score: no module mypkg can be"):
+        load_config(compose_cfg("+task.objectives.x={scorer:{_target_:mypkg.score}}"))
     # GRPO and RLOO take different keywords: checked against the algorithm the method uses
     with pytest.raises(ConfigError, match="trainer.rl.scale_rewards: not a setting of TRL's RLOOConfig"):
         load_config(compose_cfg("method=morlhf", "method.rl.algorithm=rloo", "+trainer.rl.scale_rewards=none"))
