@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_SILENT=true
 
-.PHONY: setup run test test-slow bench clean
+.PHONY: setup run test test-slow bench soak clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,10 @@ test-slow: setup
 
 bench: setup
 	$(OFFLINE) $(PY) -m mpo.bench
+
+# a joblib sweep with a worker killed mid-stage and an artifact corrupted must end equal to an undisturbed one
+soak: setup
+	$(OFFLINE) $(PY) -m mpo.soak
 
 clean:
 	rm -rf outputs/runs outputs/multirun
