@@ -2,7 +2,9 @@
 
 Composition merges the YAML files into these dataclasses, so an unknown key or a wrong type fails there with
 OmegaConf's message naming the key. Value checks (β > 0, weights on the simplex, an objective that exists)
-run in ``__post_init__`` and in `validate`, both reached by `load_config` before any model is loaded.
+run in ``__post_init__`` and in `validate`; `mpo.config_checks` refuses what composition lets through (keys
+added with ``+``, trainer kwargs, ``_target_`` arguments, counts, local paths). `load_config` runs them all
+before any model library is imported.
 """
 
 from __future__ import annotations
