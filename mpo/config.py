@@ -140,26 +140,56 @@ class SingleMethod(MethodConfig):
 
 
 @dataclass
+class EstimatorConfig:
+    # where the samples that estimate MPO's objective come from: "mixture" = defensive multiple importance
+    # sampling from π_ref and every π_k (sound at any distance from π_ref); "reference" = π_ref only (the
+    # paper's estimator; collapses onto a vertex once the π_k are tens of nats from π_ref)
+    proposal: str = "mixture"
+    # train prompts, and samples per prompt from all proposal components together
+    n_prompts: int = 256
+    samples_per_prompt: int = 16
+    # share of a prompt's first-round samples drawn from π_ref (the rest split evenly over the π_k)
+    reference_share: float = 0.25
+    # of samples_per_prompt, how many a second round draws from the token-level mixture at the first λ̂
+    round2_samples: int = 0
+    scoring_batch_size: int = 64
+    # warn when the median effective sample size at λ̂ is below this fraction of samples_per_prompt
+    min_ess_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_choice(self.proposal, "method.estimator.proposal", ("mixture", "reference"))
+        if self.n_prompts < 1 or self.samples_per_prompt < 1:
+            raise ConfigError("method.estimator.n_prompts and samples_per_prompt must be >= 1")
+        if not 0 < self.reference_share < 1:
+            raise ConfigError(f"method.estimator.reference_share={self.reference_share} must lie in (0, 1)")
+        if not 0 <= self.round2_samples < self.samples_per_prompt:
+            raise ConfigError(f"method.estimator.round2_samples={self.round2_samples} must be in "
+                              f"[0, samples_per_prompt={self.samples_per_prompt})")
+        if self.proposal == "reference" and self.round2_samples:
+            raise ConfigError("method.estimator.round2_samples needs proposal=mixture (a second proposal component)")
+
+
+@dataclass
 class BSMDConfig:
     steps: int = 2000
     # null: c/sqrt(steps) with a scale-aware c (see mpo.bsmd)
     step_size: Optional[float] = None
     # prompts per step; null = all
     batch_size: Optional[int] = 64
-    # prompts (from the train split) and reference responses per prompt in the log-ratio tensor
-    n_prompts: int = 256
-    responses_per_prompt: int = 16
-    scoring_batch_size: int = 64
 
 
 @dataclass
 class MPOMethod(MethodConfig):
     _target_: str = "mpo.methods.mpo"
     name: str = "mpo"
-    # preset weights (one per objective, on the simplex) skip BSMD: the MORLHF special case (Lemma 3.9)
+    # preset weights (one per objective, on the simplex) skip the solve: the MORLHF special case (Lemma 3.9)
     weights: Optional[list[float]] = None
     # ablation: leave this objective's policy out of the mixture
     drop: Optional[str] = None
+    # which λ the mixture uses: "exact" (the certified minimiser of the sample objective) or "bsmd" (the
+    # paper's stochastic mirror descent); both are computed and reported
+    solver: str = "exact"
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     bsmd: BSMDConfig = field(default_factory=BSMDConfig)
     # "token": token-level mixture; "sequence": sampling-importance-resampling toward the sequence-level mixture
     decoding: str = "token"
@@ -167,13 +197,14 @@ class MPOMethod(MethodConfig):
 
     def __post_init__(self) -> None:
         check_choice(self.decoding, "method.decoding", ("token", "sequence"))
+        check_choice(self.solver, "method.solver", ("exact", "bsmd"))
 
 
 @dataclass
 class RLConfig:
     # "grpo" (default) or "rloo", both TRL trainers
     algorithm: str = "grpo"
-    # reward normalisation on reference samples: "zscore" or "p" (the P operator, DESIGN.md §1)
+    # reward normalisation on reference samples: "zscore" or "p" (the P operator, docs/design.md §1)
     normalization: str = "zscore"
     # reference samples per prompt used to fit the normaliser
     normalization_samples: int = 4

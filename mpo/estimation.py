@@ -216,6 +216,7 @@ def solve(tensor: ProposalTensor, solver: str, bsmd_cfg, *, beta: float, seed: i
         "objective_bsmd": bsmd.problem_objective(problem, stochastic.weights).item(),
         "bsmd_l1_from_exact": float((stochastic.weights - exact.weights).abs().sum()),
         "duality_gap": bsmd.duality_gap(grad, weights),
+        "exact_converged": exact.converged,
         "certificate": (beta * grad).tolist(),
         "certificate_spread_on_support": float(beta * (grad[support].max() - grad[support].min())),
         "ess": ess_summary(ess, est.shape[1]),
@@ -245,6 +246,9 @@ def _thin(trace: list[float], keep: int = 200) -> list[float]:
 
 
 def _warn_if_unsound(info: dict, min_ess_fraction: float) -> None:
+    if not info["exact_converged"]:
+        log.warning("the exact solve stopped at duality gap %.3g (round-off): λ is that close to optimal, no closer",
+                    info["duality_gap"])
     ess = info["ess"]
     if ess["median_fraction"] < min_ess_fraction:
         log.warning(

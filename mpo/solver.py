@@ -64,6 +64,11 @@ class ExactSolution:
     value: float
     gradient: Tensor  # [K]
     gap: float
+    tolerance: float  # the gap asked for (relative tolerance times the gradient's scale)
+
+    @property
+    def converged(self) -> bool:
+        return self.gap <= self.tolerance
 
 
 def minimise(problem: Problem, *, tol: float = 1e-10, max_steps: int = 100_000) -> ExactSolution:
@@ -76,8 +81,9 @@ def minimise(problem: Problem, *, tol: float = 1e-10, max_steps: int = 100_000) 
     further progress from any test on F values. Newton's method on the support (exact Hessian
     Σ_x w_x Cov_{π_λ}(ℓ), equality-constrained, with a ratio test that sets weights reaching 0 to exactly 0)
     then converges quadratically, steered by the gap, which only needs gradients. An objective wrongly left
-    at 0 (its v_k below the support's) re-enters and the two phases run again. RuntimeError when the gap
-    does not reach ``tol``.
+    at 0 (its v_k below the support's) re-enters and the two phases run again, the mirror descent now all
+    the way to ``tol``. Where round-off still stops it short, the solution comes back with its gap and
+    ``converged`` False (`solve_exact` raises then; the MPO stage reports the gap and warns).
     """
     if no_fully_possible_row(problem).any():
         raise ValueError("some prompt has no response possible under every π_k: F = −inf, nothing to minimise")
@@ -85,18 +91,20 @@ def minimise(problem: Problem, *, tol: float = 1e-10, max_steps: int = 100_000) 
     weights = torch.full((n_objectives,), 1.0 / n_objectives, dtype=torch.float64, device=problem.values.device)
     low, high = finite_range(problem)
     tol = tol * max(1.0, abs(low), abs(high))
+    best = None
     with one_thread_if_small(problem.values):
-        for _ in range(n_objectives + 1):
-            weights = _mirror_descent(problem, weights, max(tol, 1e-6), max_steps)
+        for attempt in range(n_objectives + 1):
+            weights = _mirror_descent(problem, weights, max(tol, 1e-6) if attempt == 0 else tol, max_steps)
             weights = _newton_polish(problem, weights, tol)
             grad = problem_gradient(problem, weights)
             gap = duality_gap(grad, weights)
+            if best is None or gap < best[2]:
+                best = (weights, grad, gap)
             if gap <= tol:
                 break
             weights = _reenter(weights, grad)
-    if not gap <= tol:
-        raise RuntimeError(f"exact solve: duality gap {gap:.3g} > tol={tol} (max_steps={max_steps})")
-    return ExactSolution(weights, problem_objective(problem, weights).item(), grad, gap)
+    weights, grad, gap = best
+    return ExactSolution(weights, problem_objective(problem, weights).item(), grad, gap, tol)
 
 
 def solve_exact(
@@ -107,9 +115,13 @@ def solve_exact(
     tol: float = 1e-10,
     max_steps: int = 100_000,
 ) -> Tensor:
-    """[K] the minimiser of the exact F over an enumerated response space (see `minimise`)."""
+    """[K] the minimiser of the exact F over an enumerated response space (see `minimise`); RuntimeError
+    when the duality gap does not reach the tolerance."""
     problem = exact_problem(ref_logprobs, log_ratios, prompt_weights)
-    return minimise(problem, tol=tol, max_steps=max_steps).weights
+    solution = minimise(problem, tol=tol, max_steps=max_steps)
+    if not solution.converged:
+        raise RuntimeError(f"exact solve: duality gap {solution.gap:.3g} > tolerance {solution.tolerance:.3g}")
+    return solution.weights
 
 
 def solve_empirical(

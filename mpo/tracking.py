@@ -121,6 +121,20 @@ def _number(value: Any) -> float | int | None:
     return None
 
 
+def _mpo_diagnostics(info: Mapping[str, Any]) -> dict[str, float]:
+    """MPO's weight-solve diagnostics as ``mpo/...`` metrics (absent for other methods)."""
+    out: dict[str, float] = {}
+    for key in ("duality_gap", "bsmd_l1_from_exact", "bsmd_gap_from_exact", "certificate_spread_on_support"):
+        if isinstance(info.get(key), (int, float)):
+            out[f"mpo/{key}"] = float(info[key])
+    for key, value in (info.get("ess") or {}).items():
+        out[f"mpo/ess/{key}"] = float(value)
+    for group in ("weights_bsmd", "weights_exact", "certificate", "self_check_mixture", "self_check_reference_only"):
+        for objective, value in (info.get(group) or {}).items():
+            out[f"mpo/{group}/{objective}"] = float(value)
+    return out
+
+
 def _thin(values: list[float], max_points: int) -> list[tuple[int, float]]:
     """(step, value) pairs, at most ``max_points`` evenly spaced, always keeping the last step."""
     if len(values) <= max_points:
@@ -259,6 +273,7 @@ class Tracker:
             return
         payload: dict[str, Any] = {**_eval_metrics(results), **_cost_metrics(results)}
         payload.update({f"mpo/weight/{k}": v for k, v in (results.get("weights") or {}).items()})
+        payload.update(_mpo_diagnostics(results.get("method_info") or {}))
         self._call("tables", lambda: payload.update(_tables(results)))
         self._call("log", self._run.log, payload)
         trace = (results.get("method_info") or {}).get("bsmd_trace")
