@@ -35,6 +35,8 @@ from mpo.objective import (
 _ONE_THREAD_MAX_ENTRIES = 1 << 21
 # How far a weight is pulled back into the simplex when an objective re-enters the support.
 _REENTRY = 1e-3
+# Below this a weight whose derivative is above the support's minimum is taken to be 0 (`_drop_vanishing`).
+_VANISHING = 1e-6
 
 
 @contextmanager
@@ -95,7 +97,7 @@ def minimise(problem: Problem, *, tol: float = 1e-10, max_steps: int = 100_000) 
     with one_thread_if_small(problem.values):
         for attempt in range(n_objectives + 1):
             weights = _mirror_descent(problem, weights, max(tol, 1e-6) if attempt == 0 else tol, max_steps)
-            weights = _newton_polish(problem, weights, tol)
+            weights = _drop_vanishing(problem, _newton_polish(problem, weights, tol), tol)
             grad = problem_gradient(problem, weights)
             gap = duality_gap(grad, weights)
             if best is None or gap < best[2]:
@@ -145,6 +147,25 @@ def _reenter(weights: Tensor, grad: Tensor) -> Tensor:
         return weights  # nothing to re-enter: the next round polishes from here
     weights = (1 - _REENTRY) * weights
     weights[k] += _REENTRY
+    return weights
+
+
+def _drop_vanishing(problem: Problem, weights: Tensor, tol: float) -> Tensor:
+    """Set to exactly 0 the weights that are vanishing (< `_VANISHING`) with a derivative above the
+    smallest one, i.e. objectives the optimum wants off its support, when the gap stays ≤ ``tol`` there.
+
+    Mirror descent only shrinks such a weight geometrically, and once λ_k (v_k − min v) is below the
+    tolerance Newton's ratio test has no reason to reach it: without this, a boundary optimum comes back
+    as λ_k ≈ 1e-9 rather than the 0 it is.
+    """
+    grad = problem_gradient(problem, weights)
+    vanishing = (weights > 0) & (weights < _VANISHING) & (grad > grad.min())
+    if not vanishing.any() or vanishing.sum() == (weights > 0).sum():
+        return weights
+    candidate = torch.where(vanishing, 0.0, weights)
+    candidate = _newton_polish(problem, candidate / candidate.sum(), tol)
+    if duality_gap(problem_gradient(problem, candidate), candidate) <= tol:
+        return candidate
     return weights
 
 
