@@ -30,6 +30,27 @@ def weights_label(name: str, weights) -> str:
     return f"{name}[w=" + ",".join(f"{w:.2f}" for w in weights) + "]"
 
 
+def mpo_label(method: MPOMethod, source: str, weights: list[float]) -> str:
+    """MPO's row label, naming every setting that changes its numbers away from the default, e.g. ``mpo``,
+    ``mpo[w=0.30,0.70]``, ``mpo[bsmd,proposal=reference]``, ``mpo[seq×64]``, ``mpo[-sentiment]``: two runs
+    that differ only in decoding or estimator must not share a row (compare keeps one result per seed)."""
+    label = weights_label("mpo", weights) if source == "preset" else "mpo"
+    tags = []
+    if source == "bsmd":
+        tags.append("bsmd")
+    if source != "preset" and method.estimator.proposal != "mixture":
+        tags.append(f"proposal={method.estimator.proposal}")
+    if source != "preset" and method.estimator.round2_samples:
+        tags.append(f"round2={method.estimator.round2_samples}")
+    if method.decoding == "sequence":
+        tags.append(f"seq×{method.num_candidates}")
+    if tags:
+        label += "[" + ",".join(tags) + "]"
+    if method.drop is not None:
+        label += f"[-{method.drop}]"
+    return label
+
+
 def reference(ctx: RunContext, method: ReferenceMethod) -> MethodOutput:
     return MethodOutput(load_policy(ctx, reference_policy(ctx)), label="reference")
 
@@ -61,9 +82,7 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
     mixture = LogLinearMixture([p.model for p in singles], weights.tolist(), tokenizers=[p.tokenizer for p in singles])
     policy = MixturePolicy(mixture, singles[0].tokenizer, mode=method.decoding, num_candidates=method.num_candidates)
     all_weights = {k: 0.0 for k in ctx.objectives} | dict(zip(objectives, map(float, weights)))
-    label = "mpo" if source != "preset" else weights_label("mpo", [all_weights[k] for k in ctx.objectives])
-    if method.drop is not None:
-        label += f"[-{method.drop}]"
+    label = mpo_label(method, source, [all_weights[k] for k in ctx.objectives])
     return MethodOutput(policy, label=label, weights=all_weights, weights_source=source, info=info)
 
 

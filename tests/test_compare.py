@@ -297,3 +297,23 @@ def test_wandb_without_a_server_fails_fast_and_clearly(monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="could not read W&B project 'someone/nothing'"):
         compare.load_wandb_runs("someone/nothing", timeout=1)
     assert time.monotonic() - start < 30
+
+
+def test_mpo_rows_differing_in_decoding_or_estimator_get_their_own_labels():
+    """compare keeps one result per (label, β, seed): runs that differ only in decoding, solver or proposal
+    must not share a label, or one would silently replace the other."""
+    from mpo.config import EstimatorConfig, MPOMethod
+    from mpo.methods import mpo_label
+
+    variants = {
+        "mpo": (MPOMethod(), "exact"),
+        "mpo[bsmd]": (MPOMethod(solver="bsmd"), "bsmd"),
+        "mpo[proposal=reference]": (MPOMethod(estimator=EstimatorConfig(proposal="reference")), "exact"),
+        "mpo[round2=4]": (MPOMethod(estimator=EstimatorConfig(round2_samples=4)), "exact"),
+        "mpo[seq×64]": (MPOMethod(decoding="sequence", num_candidates=64), "exact"),
+        "mpo[w=0.80,0.20][seq×16]": (MPOMethod(weights=[0.8, 0.2], decoding="sequence", num_candidates=16), "preset"),
+        "mpo[w=0.80,0.20]": (MPOMethod(weights=[0.8, 0.2], estimator=EstimatorConfig(proposal="reference")), "preset"),
+        "mpo[bsmd][-sentiment]": (MPOMethod(solver="bsmd", drop="sentiment"), "bsmd"),
+    }
+    for want, (method, source) in variants.items():
+        assert mpo_label(method, source, method.weights or [0.5, 0.5]) == want
