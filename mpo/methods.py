@@ -30,18 +30,23 @@ def weights_label(name: str, weights) -> str:
     return f"{name}[w=" + ",".join(f"{w:.2f}" for w in weights) + "]"
 
 
-def mpo_label(method: MPOMethod, source: str, weights: list[float]) -> str:
+def mpo_label(method: MPOMethod, weights: list[float]) -> str:
     """MPO's row label, naming every setting that changes its numbers away from the default, e.g. ``mpo``,
     ``mpo[w=0.30,0.70]``, ``mpo[bsmd,proposal=reference]``, ``mpo[seq×64]``, ``mpo[-sentiment]``: two runs
-    that differ only in decoding or estimator must not share a row (compare keeps one result per seed)."""
-    label = weights_label("mpo", weights) if source == "preset" else "mpo"
+    that differ only in decoding or estimator must not share a row (compare keeps one result per seed).
+    ``weights`` are the mixture's, one per objective (shown for preset weights, which skip the solve, so
+    solver and estimator settings do not show beside them)."""
     tags = []
-    if source == "bsmd":
-        tags.append("bsmd")
-    if source != "preset" and method.estimator.proposal != "mixture":
-        tags.append(f"proposal={method.estimator.proposal}")
-    if source != "preset" and method.estimator.round2_samples:
-        tags.append(f"round2={method.estimator.round2_samples}")
+    if method.weights is not None:
+        label = weights_label("mpo", weights)
+    else:
+        label = "mpo"
+        if method.solver == "bsmd":
+            tags.append("bsmd")
+        if method.estimator.proposal != "mixture":
+            tags.append(f"proposal={method.estimator.proposal}")
+        if method.estimator.round2_samples:
+            tags.append(f"round2={method.estimator.round2_samples}")
     if method.decoding == "sequence":
         tags.append(f"seq×{method.num_candidates}")
     if tags:
@@ -82,7 +87,7 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
     mixture = LogLinearMixture([p.model for p in singles], weights.tolist(), tokenizers=[p.tokenizer for p in singles])
     policy = MixturePolicy(mixture, singles[0].tokenizer, mode=method.decoding, num_candidates=method.num_candidates)
     all_weights = {k: 0.0 for k in ctx.objectives} | dict(zip(objectives, map(float, weights)))
-    label = mpo_label(method, source, [all_weights[k] for k in ctx.objectives])
+    label = mpo_label(method, [all_weights[k] for k in ctx.objectives])
     return MethodOutput(policy, label=label, weights=all_weights, weights_source=source, info=info)
 
 

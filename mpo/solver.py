@@ -160,7 +160,7 @@ def _drop_vanishing(problem: Problem, weights: Tensor, tol: float) -> Tensor:
     """
     grad = problem_gradient(problem, weights)
     vanishing = (weights > 0) & (weights < _VANISHING) & (grad > grad.min())
-    if not vanishing.any() or vanishing.sum() == (weights > 0).sum():
+    if not vanishing.any():  # (they cannot be the whole support: the weights sum to 1)
         return weights
     candidate = torch.where(vanishing, 0.0, weights)
     candidate = _newton_polish(problem, candidate / candidate.sum(), tol)

@@ -121,18 +121,14 @@ def _number(value: Any) -> float | int | None:
     return None
 
 
-def _mpo_diagnostics(info: Mapping[str, Any]) -> dict[str, float]:
+def _mpo_diagnostics(info: Mapping[str, Any]) -> dict[str, float | int]:
     """MPO's weight-solve diagnostics as ``mpo/...`` metrics (absent for other methods)."""
-    out: dict[str, float] = {}
-    for key in ("duality_gap", "bsmd_l1_from_exact", "bsmd_gap_from_exact", "certificate_spread_on_support"):
-        if isinstance(info.get(key), (int, float)):
-            out[f"mpo/{key}"] = float(info[key])
-    for key, value in (info.get("ess") or {}).items():
-        out[f"mpo/ess/{key}"] = float(value)
-    for group in ("weights_bsmd", "weights_exact", "certificate", "self_check_mixture", "self_check_reference_only"):
-        for objective, value in (info.get(group) or {}).items():
-            out[f"mpo/{group}/{objective}"] = float(value)
-    return out
+    named = {f"mpo/{key}": info.get(key)
+             for key in ("duality_gap", "bsmd_l1_from_exact", "bsmd_gap_from_exact", "certificate_spread_on_support")}
+    for group in ("ess", "weights_bsmd", "weights_exact", "certificate", "self_check_mixture",
+                  "self_check_reference_only"):
+        named.update({f"mpo/{group}/{key}": value for key, value in (info.get(group) or {}).items()})
+    return {key: number for key, value in named.items() if (number := _number(value)) is not None}
 
 
 def _thin(values: list[float], max_points: int) -> list[tuple[int, float]]:

@@ -306,14 +306,14 @@ def test_mpo_rows_differing_in_decoding_or_estimator_get_their_own_labels():
     from mpo.methods import mpo_label
 
     variants = {
-        "mpo": (MPOMethod(), "exact"),
-        "mpo[bsmd]": (MPOMethod(solver="bsmd"), "bsmd"),
-        "mpo[proposal=reference]": (MPOMethod(estimator=EstimatorConfig(proposal="reference")), "exact"),
-        "mpo[round2=4]": (MPOMethod(estimator=EstimatorConfig(round2_samples=4)), "exact"),
-        "mpo[seq×64]": (MPOMethod(decoding="sequence", num_candidates=64), "exact"),
-        "mpo[w=0.80,0.20][seq×16]": (MPOMethod(weights=[0.8, 0.2], decoding="sequence", num_candidates=16), "preset"),
-        "mpo[w=0.80,0.20]": (MPOMethod(weights=[0.8, 0.2], estimator=EstimatorConfig(proposal="reference")), "preset"),
-        "mpo[bsmd][-sentiment]": (MPOMethod(solver="bsmd", drop="sentiment"), "bsmd"),
+        "mpo": MPOMethod(),
+        "mpo[bsmd]": MPOMethod(solver="bsmd"),
+        "mpo[proposal=reference]": MPOMethod(estimator=EstimatorConfig(proposal="reference")),
+        "mpo[round2=4]": MPOMethod(estimator=EstimatorConfig(round2_samples=4)),
+        "mpo[seq×64]": MPOMethod(decoding="sequence", num_candidates=64),
+        "mpo[w=0.80,0.20][seq×16]": MPOMethod(weights=[0.8, 0.2], decoding="sequence", num_candidates=16),
+        "mpo[w=0.80,0.20]": MPOMethod(weights=[0.8, 0.2], estimator=EstimatorConfig(proposal="reference")),
+        "mpo[bsmd][-sentiment]": MPOMethod(solver="bsmd", drop="sentiment"),
     }
-    for want, (method, source) in variants.items():
-        assert mpo_label(method, source, method.weights or [0.5, 0.5]) == want
+    for want, method in variants.items():
+        assert mpo_label(method, method.weights or [0.5, 0.5]) == want

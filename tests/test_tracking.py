@@ -46,7 +46,9 @@ def make_results() -> dict:
         "cost": {"reference": {"seconds": 12.5, "cpu_seconds": 20.0, "reused": True},
                  "mixture": {"seconds": 1.5, "cpu_seconds": 2.5, "reused": False},
                  "total": {"seconds": 14.0, "cpu_seconds": 22.5}},
-        "method_info": {"bsmd_trace": trace},
+        "method_info": {"bsmd_trace": trace, "duality_gap": 2e-15, "bsmd_gap_from_exact": None,
+                        "ess": {"median": 1.9, "m": 16.0}, "certificate": {"sentiment": -0.33, "conciseness": -0.33},
+                        "weights_exact": {"sentiment": 0.39, "conciseness": 0.61}, "solver": "exact"},
         "samples": [{"prompt": "the film", "response": "was great", "reference": "was long"},
                     {"prompt": "a plot", "response": "so good", "reference": None}],
         "wandb": None,
@@ -146,6 +148,16 @@ def test_results_metrics_and_summary(logged_run):
     assert summary["cost/total_seconds"] == summary["total_seconds"] == 14.0
     assert (summary["method"], summary["task"], summary["min_win_rate_objective"]) == ("mpo", "reviews",
                                                                                          "conciseness")
+
+
+def test_mpo_diagnostics_are_in_the_run(logged_run):
+    summary, info = logged_run["run"]["summary"], logged_run["results"]["method_info"]
+    assert summary["mpo/duality_gap"] == 2e-15
+    assert (summary["mpo/ess/median"], summary["mpo/ess/m"]) == (1.9, 16.0)
+    for obj in OBJECTIVES:
+        assert summary[f"mpo/certificate/{obj}"] == info["certificate"][obj]
+        assert summary[f"mpo/weights_exact/{obj}"] == info["weights_exact"][obj]
+    assert "mpo/bsmd_gap_from_exact" not in summary and "mpo/solver" not in summary  # null and text: not metrics
 
 
 def test_bsmd_trace_is_a_line_series(logged_run):
