@@ -124,13 +124,18 @@ def top_p_filter_(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill_(remove, -math.inf)
 
 
-def _mix(logits: Sequence[torch.Tensor], weights: Sequence[float], device) -> torch.Tensor:
-    """log_softmax(Σ_k λ_k log_softmax(logits_k)) over the last dim, accumulated in place in float32."""
+def _mix_unnormalised(logits: Sequence[torch.Tensor], weights: Sequence[float], device) -> torch.Tensor:
+    """Σ_k λ_k log_softmax(logits_k) over the last dim, accumulated in place in float32."""
     mixed = None
     for weight, model_logits in zip(weights, logits):
         logprobs = torch.log_softmax(model_logits.float(), dim=-1).to(device)  # a fresh tensor: safe in place
         mixed = logprobs.mul_(weight) if mixed is None else mixed.add_(logprobs, alpha=weight)
-    return torch.log_softmax(mixed, dim=-1)
+    return mixed
+
+
+def _mix(logits: Sequence[torch.Tensor], weights: Sequence[float], device) -> torch.Tensor:
+    """log_softmax(Σ_k λ_k log_softmax(logits_k)) over the last dim."""
+    return torch.log_softmax(_mix_unnormalised(logits, weights, device), dim=-1)
 
 
 # --------------------------------------------------------------------------------------- incremental decoding
@@ -139,7 +144,9 @@ def _mix(logits: Sequence[torch.Tensor], weights: Sequence[float], device) -> to
 class IncrementalDecoder:
     """One ``DynamicCache`` per policy; `advance` feeds only the newest token to every policy.
 
-    ``logprobs`` holds the mixture's normalised next-token log-probs [B, V] at the current position.
+    ``logprobs`` holds the mixture's normalised next-token log-probs [B, V] at the current position and
+    ``log_normaliser`` [B] the log of the per-step normaliser Z_t = Σ_v Π_k π_k(v|x, y_<t)^λ_k (≤ 1 by
+    Hölder), so that Σ_k λ_k log π_k(v|·) = logprobs[v] + log_normaliser.
     """
 
     def __init__(self, models, weights, input_ids, attention_mask, max_new_tokens: int, device):
@@ -168,7 +175,9 @@ class IncrementalDecoder:
                 logits_to_keep=1,
             )
             logits.append(output.logits[:, -1])
-        return _mix(logits, self._weights, self._device)
+        mixed = _mix_unnormalised(logits, self._weights, self._device)
+        self.log_normaliser = torch.logsumexp(mixed, dim=-1)
+        return mixed.sub_(self.log_normaliser[:, None])
 
     def advance(self, next_tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row; returns (and stores) the mixture's log-probs for the next position."""
@@ -318,9 +327,13 @@ class LogLinearMixture:
         return self._decode(input_ids, attention_mask, do_sample=do_sample, **kwargs)[0]
 
     def _decode(self, input_ids, attention_mask, *, max_new_tokens, min_new_tokens, temperature, top_p, do_sample,
-                seed, generator, eos_token_id, pad_token_id, track_logprob: bool = False):
-        """The decode loop. Returns (sequences [B, P+T'], log q of each row's response under the sampling
-        distribution actually used — temperature, top-p, min_new_tokens included — or None)."""
+                seed, generator, eos_token_id, pad_token_id, track_weights: bool = False):
+        """The decode loop. Returns (sequences [B, P+T'], and when ``track_weights`` each row's log importance
+        weight Σ_t [Σ_k λ_k log π_k(y_t|·) − log q_t(y_t)] toward the sequence-level mixture, q_t being the
+        sampling distribution actually used — temperature, top-p, min_new_tokens included — else None).
+
+        The weight needs no second pass over the responses: each step's target term is the mixed log-prob
+        plus the decoder's log-normaliser (with plain sampling the increment is just log Z_t)."""
         _check_decoding(max_new_tokens, min_new_tokens, temperature, top_p)
         input_ids = input_ids.to(self.device)
         if generator is None and seed is not None:
@@ -333,15 +346,19 @@ class LogLinearMixture:
         sequences = input_ids.new_full((batch, prompt_len + max_new_tokens), pad)
         sequences[:, :prompt_len] = input_ids
         unfinished = torch.ones(batch, dtype=torch.bool, device=self.device)
-        proposal_logprob = torch.zeros(batch, device=self.device) if track_logprob else None
+        log_weights = torch.zeros(batch, device=self.device) if track_weights else None
         decoder = self.decoder(input_ids, attention_mask, max_new_tokens)
         for step in range(max_new_tokens):
             scores = decoder.logprobs
-            if eos is not None and step < min_new_tokens:
+            banned = eos is not None and step < min_new_tokens
+            # _select and the EOS ban edit `scores` in place; keep the mixture's own log-probs where they would
+            mixed = scores.clone() if track_weights and (banned or temperature != 1.0 or top_p < 1.0) else scores
+            if banned:
                 scores[:, eos] = -math.inf
-            next_tokens, token_logprob = _select(scores, temperature, top_p, do_sample, generator, track_logprob)
-            if track_logprob:
-                proposal_logprob += token_logprob * unfinished
+            next_tokens, token_logq = _select(scores, temperature, top_p, do_sample, generator, track_weights)
+            if track_weights:
+                token_target = mixed.gather(-1, next_tokens[:, None]).squeeze(-1) + decoder.log_normaliser
+                log_weights += (token_target - token_logq) * unfinished
             if eos is not None:
                 next_tokens = torch.where(unfinished, next_tokens, pad)
                 unfinished &= ~torch.isin(next_tokens, eos)
@@ -351,7 +368,7 @@ class LogLinearMixture:
             if eos is not None and step % _FINISHED_CHECK_EVERY == _FINISHED_CHECK_EVERY - 1 and not unfinished.any():
                 break
             decoder.advance(next_tokens)
-        return _trim_finished(sequences, prompt_len, eos), proposal_logprob
+        return _trim_finished(sequences, prompt_len, eos), log_weights
 
     @torch.inference_mode()
     def sample_sequence_level(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
@@ -365,24 +382,22 @@ class LogLinearMixture:
         Draws ``num_candidates`` responses per prompt from the token-level mixture q (with the given
         temperature / top-p: that is the proposal), weights each by w ∝ exp(Σ_k λ_k log π_k(y|x) − log q(y|x))
         and resamples one per prompt. As ``num_candidates`` grows the result approaches the target (on q's
-        support); the effective sample size says how far q is from it.
+        support); the effective sample size says how far q is from it. The weights are accumulated while
+        decoding (see `_decode`): no model runs twice.
         """
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         input_ids = input_ids.to(self.device)
         if generator is None and seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        batch, prompt_len = input_ids.shape
+        batch = input_ids.shape[0]
         prompt_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(self.device)
-        repeated_ids = input_ids.repeat_interleave(num_candidates, dim=0)
-        repeated_mask = prompt_mask.repeat_interleave(num_candidates, dim=0)
-        candidates, log_q = self._decode(
-            repeated_ids, repeated_mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            temperature=temperature, top_p=top_p, do_sample=True, seed=None, generator=generator,
-            eos_token_id=eos_token_id, pad_token_id=pad_token_id, track_logprob=True)
-        full_mask = torch.cat([repeated_mask, repeated_mask.new_ones(candidates.shape[0], candidates.shape[1] - prompt_len)], 1)
-        log_target = self._log_target(candidates, full_mask, response_mask(candidates, prompt_len, eos_token_id))
-        log_weights = (log_target - log_q).view(batch, num_candidates)
+        candidates, log_weights = self._decode(
+            input_ids.repeat_interleave(num_candidates, dim=0), prompt_mask.repeat_interleave(num_candidates, dim=0),
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
+            do_sample=True, seed=None, generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+            track_weights=True)
+        log_weights = log_weights.view(batch, num_candidates)
         probs = torch.softmax(log_weights, dim=-1)
         chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         candidates = candidates.view(batch, num_candidates, -1)
@@ -392,16 +407,6 @@ class LogLinearMixture:
             log_weights=log_weights,
             effective_sample_size=1.0 / (probs**2).sum(-1),
         )
-
-    def _log_target(self, sequences, attention_mask, mask) -> torch.Tensor:
-        """Σ_k λ_k log π_k(y|x) over the active (non-zero weight) models: [B]."""
-        mask = mask[:, 1:].to(self.device)
-        targets = sequences[:, 1:, None]
-        total = torch.zeros(sequences.shape[0], device=self.device)
-        for model, weight in zip(*self._active_models()):
-            token_logp = self._token_logprobs(model, sequences, attention_mask).gather(-1, targets).squeeze(-1)
-            total += weight * token_logp.masked_fill(~mask, 0.0).sum(-1)
-        return total
 
 
 def _check_decoding(max_new_tokens: int, min_new_tokens: int, temperature: float, top_p: float) -> None:
@@ -415,7 +420,7 @@ def _check_decoding(max_new_tokens: int, min_new_tokens: int, temperature: float
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
-def _select(scores, temperature, top_p, do_sample, generator, track_logprob):
+def _select(scores, temperature, top_p, do_sample, generator, track_logprob: bool):
     """Next tokens [B] from mixed log-probs, and (when tracked) their log-prob under the sampling distribution."""
     if not do_sample:
         next_tokens = scores.argmax(-1)

@@ -192,6 +192,40 @@ def test_sequence_level_resampling_approaches_sequence_level_target(sharp_mixtur
     assert via_generate.shape == (4, 2 + RESPONSE_LEN)
 
 
+@torch.no_grad()
+def reference_log_weights(models, weights, seqs, prompt_len, *, temperature, top_p, min_new_tokens, eos):
+    """log Π_k π_k(y)^λ_k − log q(y) by full forwards, q being the per-step sampling rule (EOS ban, T, top-p)."""
+    mixed = sum(w * torch.log_softmax(m(seqs).logits[:, :-1], -1) for m, w in zip(models, weights))
+    targets = seqs[:, 1:, None]
+    mask = response_mask(seqs, prompt_len, eos)[:, 1:]
+    total = torch.zeros(len(seqs))
+    for t in range(prompt_len - 1, seqs.shape[1] - 1):
+        scores = torch.log_softmax(mixed[:, t], -1)
+        if t - (prompt_len - 1) < min_new_tokens:
+            scores[:, eos] = -float("inf")
+        scores = top_p_filter_(scores / temperature, top_p)
+        log_q = torch.log_softmax(scores, -1).gather(-1, targets[:, t]).squeeze(-1)
+        total += (mixed[:, t].gather(-1, targets[:, t]).squeeze(-1) - log_q) * mask[:, t]
+    return total
+
+
+@pytest.mark.parametrize("temperature,top_p,min_new_tokens", [(1.0, 1.0, 0), (0.7, 0.9, 0), (1.3, 1.0, 2)])
+def test_resampling_weights_accumulated_while_decoding_match_a_full_rescoring(policies, temperature, top_p,
+                                                                              min_new_tokens):
+    """The SIR weights are summed step by step in the decode loop (no second pass): they must equal the
+    target's log-density minus the proposal's, both recomputed from scratch, EOS and its ban included."""
+    mixture = LogLinearMixture(policies[:2], [0.35, 0.65])
+    prompt = torch.tensor([[1, 2, 3]])
+    sir = mixture.sample_sequence_level(prompt.repeat(6, 1), num_candidates=4, max_new_tokens=RESPONSE_LEN, seed=3,
+                                        temperature=temperature, top_p=top_p, min_new_tokens=min_new_tokens,
+                                        eos_token_id=EOS, pad_token_id=EOS)
+    seqs = sir.candidates.flatten(0, 1)
+    want = reference_log_weights(policies[:2], mixture.weights, seqs, 3, temperature=temperature, top_p=top_p,
+                                 min_new_tokens=min_new_tokens, eos=EOS)
+    assert (seqs[:, 3:] == EOS).any()  # some candidates sampled EOS: its masking is exercised
+    torch.testing.assert_close(sir.log_weights.flatten(), want, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("top_p", [0.05, 0.3, 0.9, 0.999])
 def test_top_p_filter_keeps_the_same_nucleus_as_hf(top_p):
     scores = torch.randn(64, 50, generator=torch.Generator().manual_seed(0)) * 3
