@@ -191,9 +191,10 @@ class MPOMethod(MethodConfig):
     solver: str = "exact"
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     bsmd: BSMDConfig = field(default_factory=BSMDConfig)
-    # "token": token-level mixture; "sequence": sampling-importance-resampling toward the sequence-level mixture
-    decoding: str = "token"
-    num_candidates: int = 4
+    # "sequence" (default): sampling-importance-resampling toward the sequence-level mixture, the one λ is optimal
+    # for, from num_candidates token-level draws per response; "token": the token-level mixture (one draw)
+    decoding: str = "sequence"
+    num_candidates: int = 64
 
     def __post_init__(self) -> None:
         check_choice(self.decoding, "method.decoding", ("token", "sequence"))

@@ -32,7 +32,7 @@ def weights_label(name: str, weights) -> str:
 
 def mpo_label(method: MPOMethod, weights: list[float]) -> str:
     """MPO's row label, naming every setting that changes its numbers away from the default, e.g. ``mpo``,
-    ``mpo[w=0.30,0.70]``, ``mpo[bsmd,proposal=reference]``, ``mpo[seq×64]``, ``mpo[-sentiment]``: two runs
+    ``mpo[w=0.30,0.70]``, ``mpo[bsmd,proposal=reference]``, ``mpo[token]``, ``mpo[seq×16]``, ``mpo[-sentiment]``: two runs
     that differ only in decoding or estimator must not share a row (compare keeps one result per seed).
     ``weights`` are the mixture's, one per objective (shown for preset weights, which skip the solve, so
     solver and estimator settings do not show beside them)."""
@@ -47,8 +47,9 @@ def mpo_label(method: MPOMethod, weights: list[float]) -> str:
             tags.append(f"proposal={method.estimator.proposal}")
         if method.estimator.round2_samples:
             tags.append(f"round2={method.estimator.round2_samples}")
-    if method.decoding == "sequence":
-        tags.append(f"seq×{method.num_candidates}")
+    default = MPOMethod()
+    if method.decoding != default.decoding or method.num_candidates != default.num_candidates:
+        tags.append("token" if method.decoding == "token" else f"seq×{method.num_candidates}")
     if tags:
         label += "[" + ",".join(tags) + "]"
     if method.drop is not None:
@@ -85,7 +86,9 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
         source = method.solver
     singles = [load_policy(ctx, single_policy(ctx, k)) for k in objectives]
     mixture = LogLinearMixture([p.model for p in singles], weights.tolist(), tokenizers=[p.tokenizer for p in singles])
-    policy = MixturePolicy(mixture, singles[0].tokenizer, mode=method.decoding, num_candidates=method.num_candidates)
+    # one policy with all the weight: its token-level and sequence-level mixtures coincide, resampling is moot
+    mode = method.decoding if int((weights > 0).sum()) > 1 else "token"
+    policy = MixturePolicy(mixture, singles[0].tokenizer, mode=mode, num_candidates=method.num_candidates)
     all_weights = {k: 0.0 for k in ctx.objectives} | dict(zip(objectives, map(float, weights)))
     label = mpo_label(method, [all_weights[k] for k in ctx.objectives])
     return MethodOutput(policy, label=label, weights=all_weights, weights_source=source, info=info)
