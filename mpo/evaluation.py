@@ -1,9 +1,14 @@
 """One evaluation for every method (docs/design.md §3): the same held-out prompts, decoding config and seed;
 per objective the mean reward, the reward minus the reference's, and the win-rate against the reference's
-response to the same prompt (tie = ½) with a bootstrap confidence interval over prompts."""
+responses to the same prompt (every policy sample against every reference sample, tie = ½) with a bootstrap
+confidence interval over prompts; the minimum win-rate over objectives with its own bootstrap CI; and the
+per-prompt win-rates with a fingerprint of the prompts, which a paired comparison of two runs needs
+(`mpo.compare --baseline`)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,10 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mpo.policies import Decoding, TextPolicy
+from mpo.stats import bootstrap_indices, percentile_interval
 
 log = logging.getLogger(__name__)
 
 Scorer = Callable[[list[str], list[str]], list[float]]
+# decimals of the per-prompt win-rates in results.json (exact to 1e-6; keeps the file readable)
+PER_PROMPT_DECIMALS = 6
 
 
 @dataclass(frozen=True)
@@ -75,18 +83,41 @@ def score_all(scorers: Mapping[str, Scorer], samples: Samples) -> dict[str, torc
 
 
 def win_indicators(policy_scores: torch.Tensor, reference_scores: torch.Tensor) -> torch.Tensor:
-    """1 where the policy's response beats the reference's to the same prompt, ½ on a tie, 0 otherwise."""
+    """1 where the policy's response beats the reference's, ½ on a tie, 0 otherwise (elementwise, broadcast)."""
     return (policy_scores > reference_scores).double() + 0.5 * (policy_scores == reference_scores).double()
+
+
+def pairwise_win_rates(policy_scores: torch.Tensor, reference_scores: torch.Tensor) -> torch.Tensor:
+    """``[n_prompts]``: per prompt, the mean of `win_indicators` over all (policy sample, reference sample)
+    pairs: ``[n_prompts, n]`` against ``[n_prompts, m]``. Every pair rather than the j-th against the j-th, so
+    the estimate does not depend on how the samples happen to be ordered, and has less variance."""
+    return win_indicators(policy_scores[:, :, None], reference_scores[:, None, :]).mean((1, 2))
 
 
 def bootstrap_ci(per_prompt: torch.Tensor, resamples: int, level: float, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap over prompts of the mean of ``per_prompt`` values."""
-    n = per_prompt.numel()
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (resamples, n), generator=gen)
-    means = per_prompt[idx].mean(1)
-    alpha = (1 - level) / 2
-    return float(torch.quantile(means, alpha)), float(torch.quantile(means, 1 - alpha))
+    idx = bootstrap_indices(per_prompt.numel(), resamples, torch.Generator().manual_seed(seed))
+    low, high = percentile_interval(per_prompt[idx].mean(1), level)
+    return float(low), float(high)
+
+
+def min_bootstrap_ci(per_prompt: Mapping[str, torch.Tensor], resamples: int, level: float,
+                     seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap over prompts of min over objectives of the mean per-prompt win-rate: each resample
+    draws one set of prompt indices for all objectives (the same draws as `bootstrap_ci` with this seed), so
+    the objectives stay paired prompt by prompt. The minimum of resampled means is biased low when objectives
+    are close, so this interval leans low: conservative for a claim that the minimum is high."""
+    stacked = torch.stack([values.double() for values in per_prompt.values()])  # [K, n_prompts]
+    idx = bootstrap_indices(stacked.shape[1], resamples, torch.Generator().manual_seed(seed))
+    low, high = percentile_interval(stacked[:, idx].mean(2).min(0).values, level)
+    return float(low), float(high)
+
+
+def prompts_fingerprint(prompts: Sequence[str]) -> str:
+    """First 16 hex digits of the sha256 of the prompts as a JSON list (UTF-8, ``ensure_ascii=False``):
+    two runs with the same fingerprint were evaluated on the same prompts in the same order."""
+    text = json.dumps(list(prompts), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def compare(
@@ -96,24 +127,36 @@ def compare(
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    prompts: Sequence[str] | None = None,
 ) -> dict:
-    """Per-objective reward, reward delta and win-rate (+CI), and the minimum win-rate over objectives."""
-    reward, reward_ref, delta, win_rate = {}, {}, {}, {}
+    """Per-objective reward, reward delta and win-rate (+CI), the minimum win-rate over objectives (+CI), and
+    ``per_prompt``: the per-prompt win-rates (rounded to `PER_PROMPT_DECIMALS`), the number of prompts, the
+    bootstrap seed and the prompts' fingerprint (None without ``prompts``), for paired tests across runs."""
+    reward, reward_ref, delta, win_rate, per_prompt = {}, {}, {}, {}, {}
     for name, scores in policy_scores.items():
         ref = reference_scores[name]
         reward[name], reward_ref[name] = float(scores.mean()), float(ref.mean())
         delta[name] = reward[name] - reward_ref[name]
-        per_prompt = win_indicators(scores, ref).mean(1)
-        low, high = bootstrap_ci(per_prompt, resamples, level, seed)
-        win_rate[name] = {"mean": float(per_prompt.mean()), "ci_low": low, "ci_high": high}
+        per_prompt[name] = pairwise_win_rates(scores, ref)
+        low, high = bootstrap_ci(per_prompt[name], resamples, level, seed)
+        win_rate[name] = {"mean": float(per_prompt[name].mean()), "ci_low": low, "ci_high": high}
     worst = min(win_rate, key=lambda k: win_rate[k]["mean"])
+    min_low, min_high = min_bootstrap_ci(per_prompt, resamples, level, seed)
     return {
         "reward": reward,
         "reward_reference": reward_ref,
         "reward_delta": delta,
         "win_rate": win_rate,
         "min_win_rate": win_rate[worst]["mean"],
+        "min_win_rate_ci": {"low": min_low, "high": min_high, "level": level},
         "min_win_rate_objective": worst,
+        "per_prompt": {
+            "prompts_sha256": None if prompts is None else prompts_fingerprint(prompts),
+            "n_prompts": len(next(iter(per_prompt.values()))),
+            "seed": seed,
+            "win_rate": {name: [round(float(v), PER_PROMPT_DECIMALS) for v in values]
+                         for name, values in per_prompt.items()},
+        },
     }
 
 
@@ -151,7 +194,8 @@ def evaluate(
     start = time.perf_counter()
     samples = sample(policy, reference.prompts, reference.n, decoding)
     scores = score_all(scorers, samples)
-    results = compare(scores, reference_scores, resamples=resamples, level=level, seed=decoding.seed)
+    results = compare(scores, reference_scores, resamples=resamples, level=level, seed=decoding.seed,
+                      prompts=reference.prompts)
     results["samples"] = show_samples(samples, reference, n_show)
     results["mean_response_words"] = sum(len(r.split()) for r in samples.responses) / max(len(samples.responses), 1)
     log.info("evaluated %d responses in %.1f s", len(samples.responses), time.perf_counter() - start)

@@ -1,17 +1,38 @@
+import hashlib
+import json
 import random
 
 import pytest
 import torch
 
-from mpo.evaluation import Samples, bootstrap_ci, compare, evaluate, sample, win_indicators
+from mpo.evaluation import (
+    Samples,
+    bootstrap_ci,
+    compare,
+    evaluate,
+    min_bootstrap_ci,
+    pairwise_win_rates,
+    prompts_fingerprint,
+    sample,
+    win_indicators,
+)
 from mpo.policies import Decoding
 
 
-def plain_win_rate(a: list[list[float]], b: list[list[float]]) -> float:
+def plain_per_prompt(a: list[list[float]], b: list[list[float]]) -> list[float]:
+    """Per prompt: every policy sample against every reference sample, tie = ½ (a double loop)."""
     per_prompt = []
     for row_a, row_b in zip(a, b):
-        wins = [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(row_a, row_b)]
+        wins = []
+        for x in row_a:
+            for y in row_b:
+                wins.append(1.0 if x > y else 0.5 if x == y else 0.0)
         per_prompt.append(sum(wins) / len(wins))
+    return per_prompt
+
+
+def plain_win_rate(a: list[list[float]], b: list[list[float]]) -> float:
+    per_prompt = plain_per_prompt(a, b)
     return sum(per_prompt) / len(per_prompt)
 
 
@@ -19,12 +40,79 @@ def plain_win_rate(a: list[list[float]], b: list[list[float]]) -> float:
 def test_win_rate_matches_plain_reference(seed):
     rng = random.Random(seed)
     a = [[rng.choice([0.0, 0.5, 1.0]) for _ in range(3)] for _ in range(20)]
-    b = [[rng.choice([0.0, 0.5, 1.0]) for _ in range(3)] for _ in range(20)]
+    b = [[rng.choice([0.0, 0.5, 1.0]) for _ in range(4)] for _ in range(20)]  # n=3 policy, m=4 reference
     out = compare({"o": torch.tensor(a)}, {"o": torch.tensor(b)}, resamples=200)
-    assert out["win_rate"]["o"]["mean"] == pytest.approx(plain_win_rate(a, b))
+    assert out["win_rate"]["o"]["mean"] == pytest.approx(plain_win_rate(a, b), abs=1e-12)
     assert out["reward"]["o"] == pytest.approx(sum(map(sum, a)) / 60)
-    assert out["reward_delta"]["o"] == pytest.approx(out["reward"]["o"] - sum(map(sum, b)) / 60)
+    assert out["reward_delta"]["o"] == pytest.approx(out["reward"]["o"] - sum(map(sum, b)) / 80)
     assert out["win_rate"]["o"]["ci_low"] <= out["win_rate"]["o"]["mean"] <= out["win_rate"]["o"]["ci_high"]
+    assert out["per_prompt"]["win_rate"]["o"] == pytest.approx(plain_per_prompt(a, b), abs=5e-7)
+
+
+def test_all_pairs_is_not_the_jth_against_the_jth():
+    """The old pairing (sample j against sample j) would say 0 here; all pairs say ½ for both prompts."""
+    a = torch.tensor([[1.0, 3.0], [0.0, 2.0]])
+    b = torch.tensor([[2.0, 4.0], [1.0, 3.0]])
+    assert pairwise_win_rates(a, b).tolist() == [0.25, 0.25] == plain_per_prompt(a.tolist(), b.tolist())
+    assert pairwise_win_rates(b, a).tolist() == [0.75, 0.75]
+    assert pairwise_win_rates(a, a).tolist() == [0.5, 0.5]  # a policy against itself, ties included
+
+
+def test_per_prompt_block_is_rounded_and_fingerprinted():
+    rng = random.Random(5)
+    a = torch.tensor([[rng.random() for _ in range(3)] for _ in range(7)])
+    b = torch.tensor([[rng.random() for _ in range(7)] for _ in range(7)])  # 21 pairs: thirds and sevenths
+    prompts = [f"prompt {i} é" for i in range(7)]
+    block = compare({"o": a}, {"o": b}, resamples=20, seed=4, prompts=prompts)["per_prompt"]
+    assert block["n_prompts"] == 7 and block["seed"] == 4
+    assert block["win_rate"]["o"] == [round(v, 6) for v in plain_per_prompt(a.tolist(), b.tolist())]
+    want = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()[:16]
+    assert block["prompts_sha256"] == prompts_fingerprint(prompts) == want
+    assert prompts_fingerprint(prompts[::-1]) != want  # order matters: the lists are paired by position
+    assert compare({"o": a}, {"o": b}, resamples=20)["per_prompt"]["prompts_sha256"] is None
+
+
+def plain_min_bootstrap(per_prompt: dict[str, list[float]], resamples: int, level: float, seed: int):
+    """The same generator draws as the implementation; everything else in loops."""
+    n = len(next(iter(per_prompt.values())))
+    idx = torch.randint(0, n, (resamples, n), generator=torch.Generator().manual_seed(seed)).tolist()
+    minima = []
+    for row in idx:
+        means = [sum(values[i] for i in row) / n for values in per_prompt.values()]
+        minima.append(min(means))
+    q = torch.tensor(minima, dtype=torch.float64)
+    return torch.quantile(q, (1 - level) / 2).item(), torch.quantile(q, (1 + level) / 2).item()
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_min_win_rate_ci_matches_plain_bootstrap(seed):
+    rng = random.Random(seed)
+    per_prompt = {k: [rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) for _ in range(30)] for k in ("a", "b", "c")}
+    tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in per_prompt.items()}
+    low, high = min_bootstrap_ci(tensors, 500, 0.9, seed)
+    want_low, want_high = plain_min_bootstrap(per_prompt, 500, 0.9, seed)
+    assert (low, high) == pytest.approx((want_low, want_high), abs=1e-12)
+
+
+def test_min_win_rate_ci_properties():
+    gen = torch.Generator().manual_seed(0)
+    wide = {"a": torch.rand(40, generator=gen, dtype=torch.float64),
+            "b": torch.rand(40, generator=gen, dtype=torch.float64) * 0.5}
+    # one objective: exactly that objective's CI (the same draws)
+    assert min_bootstrap_ci({"a": wide["a"]}, 300, 0.95, 3) == bootstrap_ci(wide["a"], 300, 0.95, 3)
+    low, high = min_bootstrap_ci(wide, 300, 0.95, 3)
+    point = min(float(v.mean()) for v in wide.values())
+    assert low < point < high
+    many = {k: v.repeat(16) for k, v in wide.items()}  # the same values on 16x the prompts
+    low16, high16 = min_bootstrap_ci(many, 300, 0.95, 3)
+    assert high16 - low16 < 0.5 * (high - low) and low16 < point < high16
+    # compare() reports it beside the float min_win_rate, with the per-objective CIs from the same draws
+    scores = {k: v[:, None] for k, v in wide.items()}
+    out = compare(scores, {k: torch.full((40, 1), 0.25) for k in wide}, resamples=300, level=0.95, seed=3)
+    assert isinstance(out["min_win_rate"], float)
+    ci = out["min_win_rate_ci"]
+    assert ci["level"] == 0.95 and ci["low"] <= out["min_win_rate"] <= ci["high"]
+    assert ci["high"] <= min(out["win_rate"][k]["ci_high"] for k in wide)  # min of means ≤ each mean, per draw
 
 
 def test_ties_count_half_and_min_over_objectives():
@@ -77,6 +165,8 @@ def test_better_policy_wins_and_self_is_half():
     assert better["win_rate"]["length"]["mean"] == 1.0
     assert 0.35 < itself["win_rate"]["length"]["mean"] < 0.65
     assert better["samples"][0] == {"prompt": "p0", "response": " good" * 20, "reference": reference.responses[0]}
+    assert better["per_prompt"]["prompts_sha256"] == prompts_fingerprint(prompts)
+    assert better["per_prompt"]["win_rate"]["length"] == [1.0] * 40 and better["per_prompt"]["seed"] == 0
 
 
 def test_scorer_with_wrong_length_is_an_error():
