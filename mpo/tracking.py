@@ -330,7 +330,14 @@ def _eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
             metrics[f"eval/win_rate/{objective}_ci_high"] = win["ci_high"]
     if results.get("min_win_rate") is not None:
         metrics["eval/min_win_rate"] = results["min_win_rate"]
+    metrics.update({f"eval/min_win_rate_{key}": value for key, value in _min_win_rate_ci(results).items()})
     return metrics
+
+
+def _min_win_rate_ci(results: Mapping[str, Any]) -> dict[str, float]:
+    """``{"ci_low": .., "ci_high": ..}`` from results.json's ``min_win_rate_ci`` (empty where absent or null)."""
+    ci = results.get("min_win_rate_ci") or {}
+    return {f"ci_{side}": ci[side] for side in ("low", "high") if _number(ci.get(side)) is not None}
 
 
 def _cost_metrics(results: Mapping[str, Any]) -> dict[str, float]:
@@ -385,6 +392,7 @@ def _summary(results: Mapping[str, Any]) -> dict[str, Any]:
     """Flat top-level summary keys: the columns W&B's run table shows side by side across runs."""
     summary = {k: results[k] for k in ("method", "label", "task", "seed", "beta", "min_win_rate",
                                        "min_win_rate_objective") if results.get(k) is not None}
+    summary.update({f"min_win_rate_{key}": value for key, value in _min_win_rate_ci(results).items()})
     for objective, win in (results.get("win_rate") or {}).items():
         summary[f"win_rate/{objective}"] = win["mean"]
     for key in ("reward", "reward_delta"):

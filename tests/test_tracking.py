@@ -43,6 +43,9 @@ def make_results() -> dict:
         "win_rate": {"sentiment": {"mean": 0.625, "ci_low": 0.5, "ci_high": 0.75},
                      "conciseness": {"mean": 0.5625, "ci_low": 0.4375, "ci_high": 0.6875}},
         "min_win_rate": 0.5625, "min_win_rate_objective": "conciseness",
+        "min_win_rate_ci": {"low": 0.4375, "high": 0.65625, "level": 0.95},
+        "per_prompt": {"prompts_sha256": "0123456789abcdef", "n_prompts": 2, "seed": 0,
+                       "win_rate": {"sentiment": [0.5, 0.75], "conciseness": [0.5, 0.625]}},
         "cost": {"reference": {"seconds": 12.5, "cpu_seconds": 20.0, "reused": True},
                  "mixture": {"seconds": 1.5, "cpu_seconds": 2.5, "reused": False},
                  "total": {"seconds": 14.0, "cpu_seconds": 22.5}},
@@ -144,6 +147,9 @@ def test_results_metrics_and_summary(logged_run):
             win["ci_low"], win["ci_high"])
         assert summary[f"mpo/weight/{obj}"] == results["weights"][obj] == summary[f"weight/{obj}"]
     assert summary["eval/min_win_rate"] == summary["min_win_rate"] == 0.5625
+    assert summary["eval/min_win_rate_ci_low"] == summary["min_win_rate_ci_low"] == 0.4375
+    assert summary["eval/min_win_rate_ci_high"] == summary["min_win_rate_ci_high"] == 0.65625
+    assert not [k for k in summary if "per_prompt" in k or k.endswith("ci_level")]  # lists are no metrics
     assert summary["cost/reference_seconds"] == 12.5 and summary["cost/mixture_seconds"] == 1.5
     assert summary["cost/total_seconds"] == summary["total_seconds"] == 14.0
     assert (summary["method"], summary["task"], summary["min_win_rate_objective"]) == ("mpo", "reviews",
