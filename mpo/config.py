@@ -203,8 +203,8 @@ class MPOMethod(MethodConfig):
 
 @dataclass
 class RLConfig:
-    # "grpo" (default) or "rloo", both TRL trainers
-    algorithm: str = "grpo"
+    # "rloo" (default: its loss is E[r] − β·KL(π‖π_ref) at sequence level) or "grpo", both TRL trainers
+    algorithm: str = "rloo"
     # reward normalisation on reference samples: "zscore" or "p" (the P operator, docs/design.md §1)
     normalization: str = "zscore"
     # reference samples per prompt used to fit the normaliser

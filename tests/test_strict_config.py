@@ -83,7 +83,7 @@ def test_target_arguments_and_trainer_keywords_are_checked(compose_cfg):
     # GRPO and RLOO take different keywords: checked against the algorithm the method uses
     with pytest.raises(ConfigError, match="trainer.rl.scale_rewards: not a setting of TRL's RLOOConfig"):
         load_config(compose_cfg("method=morlhf", "method.rl.algorithm=rloo", "+trainer.rl.scale_rewards=none"))
-    grpo = load_config(compose_cfg("method=morlhf", "+trainer.rl.scale_rewards=none"))
+    grpo = load_config(compose_cfg("method=morlhf", "method.rl.algorithm=grpo", "+trainer.rl.scale_rewards=none"))
     assert grpo.trainer.rl["scale_rewards"] == "none"
     assert load_config(compose_cfg("+trainer.sft.weight_decay=0.1")).trainer.sft["weight_decay"] == 0.1
 

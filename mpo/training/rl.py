@@ -1,19 +1,28 @@
-"""RL stage for the RLHF baselines (MORLHF, MaxMin-RLHF, Mixed-PO): TRL's GRPO (default) or RLOO.
+"""RL stage for the RLHF baselines (MORLHF, MaxMin-RLHF, Mixed-PO): TRL's RLOO (default) or GRPO.
 
 The objective is the KL-regularised one every method in a comparison solves,
 ``max_π E_x[E_{y~π} r(x,y)] − β·KL(π‖π_ref)``, with ``r`` a weighted sum of our scorers (or one aggregated
-scorer, e.g. the per-sample minimum of MaxMin-RLHF) and the same ``β`` as DPO. Two TRL defaults would change
-what ``β`` means, so this stage overrides them (a caller's ``trl_args`` still win):
+scorer, e.g. the per-sample minimum of MaxMin-RLHF) and the same ``β`` as DPO (whose optimum is that of the
+same objective).
+
+RLOO (default) subtracts ``β·Σ_t log(π/π_ref)`` from each sequence's reward and uses the leave-one-out mean
+of the other generations for the prompt as baseline, so its loss is a score-function estimate of exactly
+``−∇(E[r] − β·KL(π‖π_ref))`` (tests/test_rl_objective.py checks this against the exact gradient on an
+enumerable problem, and TRL's loss against that estimator). We pin ``normalize_advantages=False``: dividing
+by the advantages' std would rescale the reward against the KL. Its logged ``kl`` is the mean per-token
+log-ratio (can be < 0 on a batch).
+
+GRPO (``method.rl.algorithm=grpo``) differs in two ways a comparison must know: its group-mean baseline
+includes the sample itself (the reward gradient shrinks by (G−1)/G), and it adds ``β·k3`` per token to the
+loss, differentiated directly: ``E_π[∇k3] = ∇KL(π_ref‖π)``, the gradient of the *forward* (mass-covering) KL
+per token, not of ``KL(π‖π_ref)``. Two TRL defaults would change what ``β`` means, so this stage overrides
+them (a caller's ``trl_args`` still win):
 
 - GRPO divides advantages by the group's reward std (``scale_rewards="group"``), which rescales the reward
-  against the KL term; we use ``scale_rewards="none"`` so ``β`` trades reward units against nats. GRPO adds
-  ``β·KL`` per token to a token-averaged loss, so reward (through the advantage on every token) and KL are
-  averaged alike and the sequence-level trade-off is kept.
-- Dropout is off (``disable_dropout=True``): with dropout, policy and reference disagree even at step 0
-  and the logged KL is noise.
-
-RLOO subtracts ``β·Σ_t log(π/π_ref)`` from the sequence reward, exactly the objective above. Its logged
-``kl`` is the mean per-token log-ratio (can be < 0 on a batch); GRPO logs the k3 estimate (always ≥ 0).
+  against the KL term; we use ``scale_rewards="none"`` so ``β`` trades reward units against nats. Its logged
+  ``kl`` is the k3 estimate (always ≥ 0).
+- Dropout is off (``disable_dropout=True``, both algorithms): with dropout, policy and reference disagree
+  even at step 0 and the logged KL is noise.
 
 Reference model: TRL 1.16 has no ``ref_model`` argument; GRPOTrainer/RLOOTrainer build the reference by
 reloading ``model.config._name_or_path`` (with ``model_init_kwargs``). To use a different reference we load
@@ -39,7 +48,7 @@ Scorer = Callable[[list[str], list[str]], list[float]]
 
 # Stage defaults on top of `trl_kwargs`'s CPU-safe ones; why: see the module docstring.
 _GRPO_DEFAULTS: dict[str, Any] = {"scale_rewards": "none", "disable_dropout": True, "logging_steps": 1}
-_RLOO_DEFAULTS: dict[str, Any] = {"disable_dropout": True, "logging_steps": 1}
+_RLOO_DEFAULTS: dict[str, Any] = {"normalize_advantages": False, "disable_dropout": True, "logging_steps": 1}
 
 
 def scorer_name(scorer: Scorer, index: int) -> str:
@@ -167,7 +176,7 @@ def train_rl(
     out_dir: str | Path,
     *,
     beta: float,
-    algorithm: str = "grpo",
+    algorithm: str = "rloo",
     reward_weights: Sequence[float] | None = None,
     trl_args: Mapping[str, Any] = {},
     ref_model_path: str | Path | None = None,
