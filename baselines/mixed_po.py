@@ -61,6 +61,38 @@ def split_pairs(pairs: Dataset, gaps: Sequence[float], *, threshold: float | Non
     return pairs.select(easy), pairs.select(hard)
 
 
+def unique_pairs(pairs: Dataset, gaps: Sequence[float]) -> tuple[Dataset, list[float]]:
+    """One row per unordered response pair ``(prompt, {chosen, rejected})``, first-seen order.
+
+    Pooling K objectives' pairs repeats a pair once per objective that compared it, often with opposite
+    labels (sentiment prefers a, conciseness b): DPO would then push both ways on the same two responses and
+    the split would count the pair twice. A pair whose copies agree is kept once; one whose copies disagree
+    is kept once in the orientation the scalarised reward prefers (``gap ≥ 0``), the preference of the
+    weighted objective Mixed-PO optimises. Returns the pairs and their gaps (``r(chosen) − r(rejected)``).
+    """
+    gaps = [float(g) for g in gaps]
+    if len(gaps) != len(pairs):
+        raise ValueError(f"got {len(gaps)} gaps for {len(pairs)} pairs; give one reward gap per pair")
+    first: dict[tuple, int] = {}
+    conflicted: set[tuple] = set()
+    for i, (prompt, chosen, rejected) in enumerate(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])):
+        key = (prompt, frozenset((chosen, rejected)))
+        if key not in first:
+            first[key] = i
+        elif pairs[first[key]]["chosen"] != chosen:
+            conflicted.add(key)
+    rows, kept_gaps = [], []
+    for key, i in first.items():
+        rows.append(i)
+        kept_gaps.append(abs(gaps[i]) if key in conflicted else gaps[i])
+    kept = pairs.select(rows)
+    flip = [key in conflicted and gaps[i] < 0 for key, i in first.items()]
+    if any(flip):
+        kept = kept.map(lambda row, j: {"chosen": row["rejected"], "rejected": row["chosen"]} if flip[j] else row,
+                        with_indices=True)
+    return kept, kept_gaps
+
+
 def hard_prompts(hard_pairs: Dataset) -> list[str]:
     """The unique prompts of the hard pairs, in first-seen order: RL's training prompts."""
     if "prompt" not in hard_pairs.column_names:
@@ -86,6 +118,8 @@ def build(ctx, method):
     scalar = WeightedSum(rewards, weights)
     pairs = pooled_pairs(ctx, pairs_per_user=1).remove_columns("user")
     gaps = [c - r for c, r in zip(scalar(pairs["prompt"], pairs["chosen"]), scalar(pairs["prompt"], pairs["rejected"]))]
+    pooled = len(pairs)
+    pairs, gaps = unique_pairs(pairs, gaps)
     easy, hard = split_pairs(pairs, gaps, threshold=method.threshold, quantile=method.quantile)
     reference = reference_policy(ctx)
     spec = {"weights": weights, "threshold": method.threshold, "quantile": method.quantile,
@@ -103,6 +137,7 @@ def build(ctx, method):
     dpo = ctx.build("dpo_easy", "mixed_po_dpo", spec, train_easy, deps)
     policy = rl_policy(ctx, "rl_mixed_po", {"method": "mixed_po", "weights": weights}, method.rl,
                        hard_prompts(hard), rewards, weights, [*models, samples], start=dpo)
-    info = {"easy_pairs": len(easy), "hard_pairs": len(hard), "dpo": dpo.info, "rl": policy.info}
+    info = {"pooled_pairs": pooled, "easy_pairs": len(easy), "hard_pairs": len(hard), "dpo": dpo.info,
+            "rl": policy.info}
     return MethodOutput(load_policy(ctx, policy), label="mixed_po", weights=dict(zip(ctx.objectives, weights)),
                         weights_source="preset", info=info)

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from baselines.aggregation import MinOf, WeightedSum, check_simplex_weights
-from baselines.mixed_po import easy_threshold, hard_prompts, split_pairs
+from baselines.mixed_po import easy_threshold, hard_prompts, split_pairs, unique_pairs
 from baselines.normalization import PNormalizer, ZScore, fit_normalizer
 from baselines.reward_soups import interpolate
 
@@ -220,6 +220,20 @@ def test_split_by_quantile(pairs):
     assert easy["prompt"] == ["p4"] and len(hard) == 5
     # a threshold takes precedence over the quantile
     assert split_pairs(pairs, gaps, threshold=4.5, quantile=0.1)[0]["prompt"] == ["p0", "p4"]
+
+
+def test_pooled_duplicates_are_kept_once_in_the_scalarised_orientation():
+    """Objective A compares (a, b) and (c, d); objective B compares (b, a) the other way, (c, d) alike, (e, f)."""
+    pooled = Dataset.from_dict({"prompt": ["p0", "p1", "p0", "p1", "p2"], "chosen": ["a", "c", "b", "c", "e"],
+                                "rejected": ["b", "d", "a", "d", "f"]})
+    gaps = [-2.0, 1.0, 2.0, 1.0, -0.5]  # the scalarised reward prefers b to a; f to e (no conflict: kept as labelled)
+    kept, kept_gaps = unique_pairs(pooled, gaps)
+    rows = list(zip(kept["prompt"], kept["chosen"], kept["rejected"]))
+    assert rows == [("p0", "b", "a"), ("p1", "c", "d"), ("p2", "e", "f")] and kept_gaps == [2.0, 1.0, -0.5]
+    # plain reference: one row per unordered pair, no pair twice, no pair in both orientations
+    assert len({(p, frozenset((c, r))) for p, c, r in rows}) == len(rows) == 3
+    with pytest.raises(ValueError, match="5 pairs"):
+        unique_pairs(pooled, [1.0])
 
 
 def test_split_input_errors(pairs):
