@@ -8,6 +8,9 @@
   (prompts resampled within each seed, the difference averaged over seeds).
 - Seeds: `t_interval`, the Student-t interval of a mean over a few per-seed values (`t_quantile` computes the
   quantile exactly for integer degrees of freedom, so no SciPy is needed).
+
+torch is imported inside the functions that use it: `python -m mpo.compare` needs only the t-interval for its
+table and stays quick to start.
 """
 
 from __future__ import annotations
@@ -15,19 +18,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 # ------------------------------------------------------------------------------------ prompt bootstrap
 def bootstrap_indices(n: int, resamples: int, generator: torch.Generator) -> Tensor:
     """``[resamples, n]`` prompt indices drawn with replacement: row r is resample r."""
+    import torch
+
     return torch.randint(0, n, (resamples, n), generator=generator)
 
 
 def percentile_interval(draws: Tensor, level: float) -> tuple[Tensor, Tensor]:
     """The percentile interval at ``level`` of resampled values along dim 0 (linear interpolation)."""
+    import torch
+
     alpha = (1 - level) / 2
     return torch.quantile(draws, alpha, dim=0), torch.quantile(draws, 1 - alpha, dim=0)
 
@@ -49,6 +58,8 @@ class Difference:
 
 def stratified_indices(sizes: Sequence[int], resamples: int, seed: int) -> list[Tensor]:
     """One ``[resamples, sizes[s]]`` index draw per stratum (seed) s, in order, from one generator."""
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     return [bootstrap_indices(n, resamples, generator) for n in sizes]
 
@@ -61,6 +72,8 @@ def paired_draws(method: Sequence[Tensor], baseline: Sequence[Tensor], indices: 
     ``method[s]`` and ``baseline[s]`` are stratum s's ``[K, N_s]`` per-prompt win-rates on the same prompts;
     ``indices[s]`` is its ``[R, N_s]`` prompt draw, the same for both runs (the pairing). Each run's minimum
     is taken over its own objective means, so the worst objective may differ between the two runs."""
+    import torch
+
     per_stratum = []
     for ours, theirs, idx in zip(method, baseline, indices, strict=True):
         ours_mean, theirs_mean = ours[:, idx].mean(2), theirs[:, idx].mean(2)  # [K, R]
@@ -73,6 +86,8 @@ def paired_differences(method: Sequence[Tensor], baseline: Sequence[Tensor], *, 
                        seed: int = 0) -> list[Difference]:
     """[min, objective 1, ..., objective K]: the point difference on the real prompts and a stratified paired
     percentile bootstrap CI (see `paired_draws`; the draws come from `stratified_indices`)."""
+    import torch
+
     method = [m.double() for m in method]
     baseline = [b.double() for b in baseline]
     identity = [torch.arange(m.shape[1])[None] for m in method]
