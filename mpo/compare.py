@@ -1,13 +1,20 @@
-"""Side-by-side comparison of finished runs: ``python -m mpo.compare PATH... [--out DIR]``.
+"""Side-by-side comparison of finished runs: ``python -m mpo.compare PATH... [--out DIR] [--baseline LABEL]``.
 
 Every job writes ``results.json`` in its Hydra output dir (docs/design.md §4). This module gathers them (a run
 dir, a multirun dir, single files, or a W&B project), aggregates seeds into one row per
 (task, policy, label, β) — the rows of the paper's tables — and writes ``comparison.md``,
 ``comparison.csv`` and PNG plots (per-objective win-rates, the two-objective reward front with the MPO
-preset-weight sweep, cost). Seeds are aggregated as mean and sample standard deviation (ddof=1); a row
-with one seed keeps the bootstrap CI of its win-rates instead. ``min_win_rate`` of a row is the mean of
-the per-seed minima that the files report (the quantity the paper reports per run), not the minimum of
-mean win-rates.
+preset-weight sweep, cost). Seeds are aggregated as mean and sample standard deviation (ddof=1), and the
+win-rates and min win-rate also get a CI: with several seeds a Student-t interval (df = n − 1) over the
+per-seed values, which covers seed-to-seed (training) variation and needs only each run's summary (so W&B runs
+and older files work too; with 2-3 seeds a bootstrap over seeds cannot represent the spread); with one seed
+the run's own bootstrap CI over prompts. ``min_win_rate`` of a row is the mean of the per-seed minima that
+the files report (the quantity the paper reports per run), not the minimum of mean win-rates.
+
+``--baseline LABEL`` adds paired differences of every other row against the row labelled LABEL in the same
+(task, policy, β) block: runs paired by seed, evaluated on the same prompts (their ``per_prompt`` fingerprints
+must agree), prompts resampled jointly for both runs and within each seed (`mpo.stats.paired_differences`);
+written as ``paired_vs_<LABEL>.md`` and ``.csv`` beside the comparison and printed.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mpo.errors import DataError, UserError, did_you_mean
 from mpo.plots import (  # noqa: F401  (preset_fronts and the plot functions are public here too)
     _varies,
     plot_cost,
@@ -33,6 +41,7 @@ from mpo.plots import (  # noqa: F401  (preset_fronts and the plot functions are
     preset_fronts,
     row_objectives,
 )
+from mpo.stats import t_interval
 
 RESULTS_FILE = "results.json"
 # Keys the table needs; everything else in results.json is optional here.
@@ -106,6 +115,11 @@ def validate_result(result: Any, source: str) -> dict:
         for o in objectives
     }
     _number(_get(out, "cost.total.seconds", source), source, "cost.total.seconds")
+    ci = out.get("min_win_rate_ci")  # optional: files from before it existed have none
+    if ci is not None and not isinstance(ci, Mapping):
+        raise ValueError(f"{source}: key 'min_win_rate_ci' should be an object")
+    out["min_win_rate_ci"] = {key: _number((ci or {}).get(key), source, f"min_win_rate_ci.{key}")
+                              for key in ("low", "high", "level")}
     out["results_path"] = source
     return out
 
@@ -155,7 +169,8 @@ def _weights_source(method: str, config: Mapping) -> str | None:
 
 def result_from_wandb(summary: Mapping, config: Mapping, *, run_path: str, job_type: str | None = None) -> dict:
     """The results.json fields rebuilt from a W&B run, as `mpo.tracking` logs them: summary keys
-    ``eval/win_rate/<obj>`` (+ ``_ci_low``/``_ci_high``), ``eval/min_win_rate``, ``eval/reward/<obj>``,
+    ``eval/win_rate/<obj>`` (+ ``_ci_low``/``_ci_high``), ``eval/min_win_rate`` (+ ``_ci_low``/``_ci_high``),
+    ``eval/reward/<obj>``,
     ``eval/reward_delta/<obj>``, ``cost/total_seconds``, ``weight/<obj>`` and the flat ``method``, ``label``,
     ``task``, ``seed``, ``beta``; where the summary lacks one, the config (``method`` or ``method.name``,
     ``label``, ``task.name``, ``task.beta``, ``policy.name``, ``seed``) or the job type stands in."""
@@ -192,6 +207,8 @@ def result_from_wandb(summary: Mapping, config: Mapping, *, run_path: str, job_t
                          "ci_high": stat(f"eval/win_rate/{o}_ci_high", f"eval/win_rate/{o}/ci_high")}
                      for o in objectives},
         "min_win_rate": stat("eval/min_win_rate", "min_win_rate"),
+        "min_win_rate_ci": {"low": stat("eval/min_win_rate_ci_low", "min_win_rate_ci_low"),
+                            "high": stat("eval/min_win_rate_ci_high", "min_win_rate_ci_high")},
         "min_win_rate_objective": summary.get("min_win_rate_objective"),
         "cost": {"total": {"seconds": stat("cost/total_seconds", "total_seconds", "cost/total/seconds"),
                            "cpu_seconds": stat("cost/total_cpu_seconds", "cost/total/cpu_seconds")}},
@@ -249,23 +266,41 @@ def _dedupe_seeds(group: list[dict]) -> list[dict]:
     return list(by_seed.values())
 
 
-def _aggregate(group: list[dict], objectives: list[str]) -> dict:
+def _seed_ci(values: list[float], run_ci: tuple[float, float], level: float) -> tuple[float, float]:
+    """One value: that run's own CI (a bootstrap over prompts); several: the t-interval over the values,
+    clipped to [0, 1] where win-rates live (with 2 seeds, t = 12.7 often reaches past either end)."""
+    if len(values) == 1:
+        return run_ci
+    low, high = t_interval(values, level)
+    return max(low, 0.0), min(high, 1.0)  # NaN stays NaN: max/min keep their first argument
+
+
+def _aggregate(group: list[dict], objectives: list[str], level: float) -> dict:
+    """One table row from one label's runs (one per seed): means and std over seeds, win-rate CIs
+    (`_seed_ci`: t over seeds, or the one run's bootstrap)."""
     first = group[0]
     n = len(group)
     row: dict[str, Any] = {
         "task": first["task"], "policy": first["policy"], "method": first["method"], "label": first["label"],
         "beta": float(first["beta"]), "n": n, "seeds": ";".join(str(r["seed"]) for r in group),
         "weights_source": first.get("weights_source") or "",
+        # which CI the win-rate columns hold: the run's bootstrap over prompts, or a t-interval over seeds
+        "ci": "prompt-bootstrap" if n == 1 else "seed-t",
+        "ci_level": (first.get("min_win_rate_ci") or {}).get("level", _NAN) if n == 1 else level,
     }
 
     def put(name: str, values: list[float]) -> None:
         row[f"{name}/mean"], row[f"{name}/std"] = _mean(values), _std(values)
 
     for o in objectives:
-        put(f"win_rate/{o}", [r["win_rate"].get(o, {}).get("mean", _NAN) for r in group])
-        for side in ("ci_low", "ci_high"):  # a CI belongs to one run; across seeds the std replaces it
-            row[f"win_rate/{o}/{side}"] = group[0]["win_rate"].get(o, {}).get(side, _NAN) if n == 1 else _NAN
-    put("min_win_rate", [r["min_win_rate"] for r in group])
+        values = [r["win_rate"].get(o, {}).get("mean", _NAN) for r in group]
+        put(f"win_rate/{o}", values)
+        run_ci = tuple(first["win_rate"].get(o, {}).get(side, _NAN) for side in ("ci_low", "ci_high"))
+        row[f"win_rate/{o}/ci_low"], row[f"win_rate/{o}/ci_high"] = _seed_ci(values, run_ci, level)
+    minima = [r["min_win_rate"] for r in group]
+    put("min_win_rate", minima)
+    run_ci = tuple((first.get("min_win_rate_ci") or {}).get(side, _NAN) for side in ("low", "high"))
+    row["min_win_rate/ci_low"], row["min_win_rate/ci_high"] = _seed_ci(minima, run_ci, level)
     worst = Counter(r.get("min_win_rate_objective") or "" for r in group)
     row["min_win_rate_objective"] = worst.most_common(1)[0][0]
     for o in objectives:
@@ -289,34 +324,165 @@ def _sort_key(row: dict) -> tuple:
             math.isnan(wr), -wr if not math.isnan(wr) else 0.0, row["label"])
 
 
-def comparison_table(results: list[dict]) -> list[dict]:
-    """One row per (task, policy, label, beta), seeds aggregated; sorted reference, singles, then the
-    other methods by min win-rate (best first). Every row has the same keys (NaN where not applicable)."""
-    objectives = _objectives(results)
+def _groups(results: list[dict]) -> dict[tuple, list[dict]]:
+    """Results by table row (`_row_key`), one per seed (`_dedupe_seeds`)."""
     groups: dict[tuple, list[dict]] = {}
     for result in results:
         groups.setdefault(_row_key(result), []).append(result)
-    rows = [_aggregate(_dedupe_seeds(g), objectives) for g in groups.values()]
+    return {key: _dedupe_seeds(group) for key, group in groups.items()}
+
+
+def comparison_table(results: list[dict], level: float = 0.95) -> list[dict]:
+    """One row per (task, policy, label, beta), seeds aggregated (CIs at ``level`` where over seeds); sorted
+    reference, singles, then the other methods by min win-rate (best first). Every row has the same keys
+    (NaN where not applicable)."""
+    objectives = _objectives(results)
+    rows = [_aggregate(group, objectives, level) for group in _groups(results).values()]
     return sorted(rows, key=_sort_key)
+
+
+# --------------------------------------------------------------------------------------- paired (baseline)
+_RERUN = ("re-run its evaluation with this version of mpo (the same `python -m mpo.run` command; trained "
+          "stages are reused from the artifact store); W&B runs carry no per-prompt data: give their run dirs")
+
+
+def _per_prompt(result: dict, objectives: list[str]) -> tuple[str, list[list[float]]]:
+    """A result's prompts fingerprint and its per-prompt win-rates ``[K][n_prompts]`` in ``objectives``
+    order; a `DataError` naming the file and the fix where they are missing or malformed."""
+    source, block = result["results_path"], result.get("per_prompt")
+    if not isinstance(block, Mapping) or not isinstance(block.get("win_rate"), Mapping):
+        raise DataError(f"{source}: no per-prompt win-rates (key 'per_prompt'), which --baseline needs: {_RERUN}")
+    fingerprint = block.get("prompts_sha256")
+    if not isinstance(fingerprint, str):
+        raise DataError(f"{source}: key 'per_prompt.prompts_sha256' should be the prompts' fingerprint: {_RERUN}")
+    rates = []
+    for o in objectives:
+        values = _get(block, f"win_rate.{o}", source)
+        if not isinstance(values, list) or not values:
+            raise DataError(f"{source}: key 'per_prompt.win_rate.{o}' should be a non-empty list of numbers")
+        rates.append([_number(v, source, f"per_prompt.win_rate.{o}") for v in values])
+    if len({len(v) for v in rates}) > 1:
+        raise DataError(f"{source}: the per-prompt win-rate lists of {objectives} differ in length")
+    return fingerprint, rates
+
+
+def _seed_order(seed: Any) -> tuple:
+    return (0, seed, "") if isinstance(seed, (int, float)) and not isinstance(seed, bool) else (1, 0, str(seed))
+
+
+def _paired_seeds(method: list[dict], baseline: list[dict]) -> list[tuple[dict, dict]]:
+    """(method run, baseline run) for every seed both have, in seed order; unpaired seeds get a warning."""
+    theirs = {r["seed"]: r for r in baseline}
+    ours = {r["seed"]: r for r in method}
+    unpaired = [s for s in ours if s not in theirs]
+    if unpaired:
+        warnings.warn(f"{method[0]['label']} beta={method[0]['beta']:g}: seed(s) {unpaired} have no baseline run "
+                      f"({baseline[0]['label']}) with the same seed; left out of the paired comparison")
+    return [(ours[s], theirs[s]) for s in sorted(ours.keys() & theirs.keys(), key=_seed_order)]
+
+
+def _paired_data(pairs: list[tuple[dict, dict]]) -> tuple[list[str], list[list], list[list], list[int]]:
+    """Objectives, per-seed per-prompt win-rates of both runs, and prompts per seed; a `DataError` where the
+    two runs of a seed were not evaluated on the same prompts or objectives."""
+    objectives = list(pairs[0][1]["objectives"])
+    ours, theirs, sizes = [], [], []
+    for method, baseline in pairs:
+        where = f"{method['results_path']} and {baseline['results_path']}"
+        if set(method["objectives"]) != set(objectives) or set(baseline["objectives"]) != set(objectives):
+            raise DataError(f"{where}: objectives differ ({method['objectives']} vs {baseline['objectives']}); "
+                            "a paired comparison needs the same objectives")
+        fingerprint, method_rates = _per_prompt(method, objectives)
+        baseline_fingerprint, baseline_rates = _per_prompt(baseline, objectives)
+        if fingerprint != baseline_fingerprint or len(method_rates[0]) != len(baseline_rates[0]):
+            raise DataError(f"{where}: evaluated on different prompts (fingerprints {fingerprint} vs "
+                            f"{baseline_fingerprint}); a paired comparison needs the same eval prompts: the same "
+                            "task, data and eval.n_prompts")
+        ours.append(method_rates)
+        theirs.append(baseline_rates)
+        sizes.append(len(method_rates[0]))
+    return objectives, ours, theirs, sizes
+
+
+def _paired_row(method: list[dict], baseline: list[dict], *, resamples: int, level: float,
+                seed: int) -> dict | None:
+    """One row of the paired table: method − baseline for the min win-rate and each objective's win-rate,
+    with CI and significance; None (with a warning) when no seed has both runs."""
+    import torch  # only --baseline needs it
+
+    from mpo.stats import paired_differences
+
+    pairs = _paired_seeds(method, baseline)
+    if not pairs:
+        return None
+    objectives, ours, theirs, sizes = _paired_data(pairs)
+    differences = paired_differences([torch.tensor(r, dtype=torch.float64) for r in ours],
+                                     [torch.tensor(r, dtype=torch.float64) for r in theirs],
+                                     resamples=resamples, level=level, seed=seed)
+    first = method[0]
+    row: dict[str, Any] = {
+        "task": first["task"], "policy": first["policy"], "method": first["method"], "label": first["label"],
+        "baseline": baseline[0]["label"], "beta": float(first["beta"]), "n": len(pairs),
+        "seeds": ";".join(str(m["seed"]) for m, _ in pairs),
+        "n_prompts": sizes[0] if len(set(sizes)) == 1 else ";".join(map(str, sizes)),
+        "resamples": resamples, "ci_level": level,
+    }
+    for name, d in zip(["min_win_rate", *(f"win_rate/{o}" for o in objectives)], differences):
+        row.update({f"{name}/diff": d.mean, f"{name}/ci_low": d.low, f"{name}/ci_high": d.high,
+                    f"{name}/significant": d.significant})
+    return row
+
+
+def paired_table(results: list[dict], baseline: str, *, resamples: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> list[dict]:
+    """Paired bootstrap differences (method − baseline) of every row against the row labelled ``baseline``
+    in the same (task, policy, β) block, in comparison-table order. Raises `UserError` when no run has that
+    label and `DataError` when a pair cannot be compared (no per-prompt data, different prompts)."""
+    groups = _groups(results)
+    labels = {key[2] for key in groups}
+    if baseline not in labels:
+        raise UserError(f"--baseline {baseline!r}: no run has that label{did_you_mean(baseline, labels)}")
+    rows = []
+    for table_row in comparison_table(results):
+        task, policy, label, beta = _row_key(table_row)
+        if label == baseline:
+            continue
+        theirs = groups.get((task, policy, baseline, beta))
+        if theirs is None:
+            warnings.warn(f"{label} beta={beta:g}: no {baseline} run for task={task} policy={policy} "
+                          f"beta={beta:g}; no paired comparison for it")
+            continue
+        row = _paired_row(groups[(task, policy, label, beta)], theirs, resamples=resamples, level=level, seed=seed)
+        if row is not None:
+            rows.append(row)
+    return rows
 
 
 
 # --------------------------------------------------------------------------------------------- markdown
-def _fmt(mean: float, std: float, n: int, digits: int, ci: tuple[float, float] | None = None) -> str:
+def _fmt(mean: float, std: float, n: int, digits: int) -> str:
+    """``mean ± std`` over seeds, or the mean alone (one seed), or – for no value."""
     if math.isnan(mean):
         return "–"
     text = f"{mean:.{digits}f}"
     if n > 1 and not math.isnan(std):
         return f"{text} ± {std:.{digits}f}"
-    if ci is not None and not any(math.isnan(c) for c in ci):
-        return f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
     return text
 
 
+def _fmt_ci(mean: float, low: float, high: float, digits: int, signed: bool = False) -> str:
+    """``mean [low, high]``, or the mean alone where the CI is unknown (NaN), or – for no value."""
+    if math.isnan(mean):
+        return "–"
+    sign = "+" if signed else ""
+    text = f"{mean:{sign}.{digits}f}"
+    if math.isnan(low) or math.isnan(high):
+        return text
+    return f"{text} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
 
 
-def to_markdown(rows: list[dict]) -> str:
-    """The comparison as a markdown table (win-rates vs the reference, ties count ½)."""
+def to_markdown(rows: list[dict], level: float = 0.95) -> str:
+    """The comparison as a markdown table (win-rates vs the reference, ties count ½; mean [CI], the CI
+    over seeds at ``level``)."""
     objectives = row_objectives(rows)
     lead = [k for k in ("task", "policy") if _varies(rows, k)]
     header = lead + ["method", "β", "n"] + [f"win-rate {o}" for o in objectives] + ["min win-rate"]
@@ -324,17 +490,70 @@ def to_markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [str(r[k]) for k in lead] + [str(r["label"]).replace("|", "\\|"), f"{r['beta']:g}", str(r["n"])]
-        cells += [_fmt(r[f"win_rate/{o}/mean"], r[f"win_rate/{o}/std"], r["n"], 3,
-                       (r[f"win_rate/{o}/ci_low"], r[f"win_rate/{o}/ci_high"])) for o in objectives]
-        cells.append(_fmt(r["min_win_rate/mean"], r["min_win_rate/std"], r["n"], 3))
+        cells += [_fmt_ci(*(r[f"win_rate/{o}/{s}"] for s in ("mean", "ci_low", "ci_high")), 3) for o in objectives]
+        cells.append(_fmt_ci(*(r[f"min_win_rate/{s}"] for s in ("mean", "ci_low", "ci_high")), 3))
         cells += [_fmt(r[f"reward/{o}/mean"], r[f"reward/{o}/std"], r["n"], 3) for o in objectives]
         cells.append(_fmt(r["cost_seconds/mean"], r["cost_seconds/std"], r["n"], 1))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Win-rate against the reference policy's response to the same prompt (tie = ½); one seed: "
-                 "[bootstrap CI]; several seeds: mean ± std over seeds (n). Cost: wall seconds of every stage "
-                 "the method depends on.")
+    lines.append("Win-rate against the reference policy's responses to the same prompt (every pair of responses, "
+                 "tie = ½), as mean [CI]. One seed (n = 1): the run's own percentile bootstrap CI over prompts "
+                 "(at the run's eval.ci). Several seeds: the mean over seeds and a Student-t "
+                 f"{level:.0%} interval over the n per-seed values (df = n − 1; seed-to-seed variation; "
+                 "clipped to [0, 1]). "
+                 "Rewards and cost: mean ± std over seeds. Cost: wall seconds of every stage the method "
+                 "depends on.")
     return "\n".join(lines) + "\n"
+
+
+def _paired_objectives(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(k.split("/")[1] for r in rows for k in r
+                              if k.startswith("win_rate/") and k.endswith("/diff")))
+
+
+def _fmt_difference(row: dict, name: str) -> str:
+    """``+0.031 [+0.010, +0.052] *`` (the star: the CI excludes 0)."""
+    if f"{name}/diff" not in row:
+        return "–"
+    text = _fmt_ci(row[f"{name}/diff"], row[f"{name}/ci_low"], row[f"{name}/ci_high"], 3, signed=True)
+    return text + (" *" if row[f"{name}/significant"] else "")
+
+
+def paired_markdown(rows: list[dict], baseline: str, *, resamples: int, level: float, seed: int) -> str:
+    """The paired differences against ``baseline`` as a markdown table with a footnote on the method."""
+    objectives = _paired_objectives(rows)
+    lead = [k for k in ("task", "policy") if _varies(rows, k)] if rows else []
+    header = lead + ["method", "β", "seeds", "prompts", "Δ min win-rate"] + [f"Δ win-rate {o}" for o in objectives]
+    lines = [f"Paired differences against `{baseline}` (method − baseline), mean [{level:.0%} CI]; "
+             "* = the CI excludes 0.", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [str(r[k]) for k in lead] + [str(r["label"]).replace("|", "\\|"), f"{r['beta']:g}",
+                                            str(r["seeds"]), str(r["n_prompts"])]
+        cells += [_fmt_difference(r, "min_win_rate")] + [_fmt_difference(r, f"win_rate/{o}") for o in objectives]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        lines.append("| " + " | ".join(["(no other run to compare)"] + [""] * (len(header) - 1)) + " |")
+    lines += ["", f"Runs paired by seed, on the same evaluation prompts. Percentile bootstrap over prompts "
+              f"({resamples} resamples, generator seed {seed}) drawing the same prompts for both runs; with "
+              "several seeds, prompts are resampled within each seed and the difference is averaged over seeds. "
+              "Δ min win-rate compares each run's own minimum over objectives (possibly different objectives)."]
+    return "\n".join(lines) + "\n"
+
+
+def _slug(label: str) -> str:
+    """A label as a file-name part: anything but letters, digits and ``.=,-[]`` becomes ``_``."""
+    return re.sub(r"[^\w.=,\-\[\]]+", "_", label)
+
+
+def write_paired(rows: list[dict], markdown: str, baseline: str, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``paired_vs_<baseline>.md`` and ``.csv`` into ``out_dir``; return them by name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"paired_vs_{_slug(baseline)}"
+    written = {"paired_markdown": out / f"{stem}.md", "paired_csv": out / f"{stem}.csv"}
+    written["paired_markdown"].write_text(markdown)
+    _write_csv(rows, written["paired_csv"])
+    return written
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
@@ -346,13 +565,14 @@ def _write_csv(rows: list[dict], path: Path) -> None:
                                  repr(v) if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path) -> dict[str, Path]:
+def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
+                  level: float = 0.95) -> dict[str, Path]:
     """Write comparison.md, comparison.csv, win_rates.png, cost.png and (two objectives only)
     reward_front.png into ``out_dir``; return them by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
-    written["markdown"].write_text(to_markdown(rows))
+    written["markdown"].write_text(to_markdown(rows, level))
     _write_csv(rows, written["csv"])
     if rows:
         written["win_rates"] = plot_win_rates(rows, out / "win_rates.png")
@@ -363,27 +583,48 @@ def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path) ->
 
 
 # -------------------------------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> dict[str, Path]:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpo.compare",
                                      description="Compare runs side by side from their results.json files.")
     parser.add_argument("paths", nargs="*", help="run dirs, multirun dirs (searched recursively), results.json")
     parser.add_argument("--out", help="output dir (default: the first PATH if it is a dir, else the cwd)")
     parser.add_argument("--wandb-project", help="also read the runs of this W&B ENTITY/PROJECT")
     parser.add_argument("--wandb-timeout", type=int, default=20, help="seconds per W&B request")
+    parser.add_argument("--baseline", metavar="LABEL",
+                        help="also write paired bootstrap differences of every row against the row with this "
+                             "label (as the table labels rows, e.g. maxmin_rlhf, mpo)")
+    parser.add_argument("--level", type=float, default=0.95,
+                        help="CI level of the t-interval over seeds and of --baseline's differences (0.95)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for --baseline (2000)")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="generator seed for --baseline (0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    parser = _parser()
     args = parser.parse_args(argv)
     if not args.paths and not args.wandb_project:
         parser.error("give at least one PATH or --wandb-project")
+    if not 0 < args.level < 1 or args.resamples < 1:
+        parser.error(f"--level must be in (0, 1) and --resamples >= 1, got {args.level} and {args.resamples}")
     try:
         results = load_results(args.paths) if args.paths else []
         if args.wandb_project:
             results += load_wandb_runs(args.wandb_project, timeout=args.wandb_timeout)
-    except (OSError, ValueError, RuntimeError) as err:
+        paired = None if args.baseline is None else paired_table(
+            results, args.baseline, resamples=args.resamples, level=args.level, seed=args.bootstrap_seed)
+    except (OSError, ValueError, RuntimeError, UserError) as err:
         parser.error(str(err))
-    rows = comparison_table(results)
-    print(to_markdown(rows))
+    rows = comparison_table(results, level=args.level)
+    print(to_markdown(rows, level=args.level))
     first = Path(args.paths[0]) if args.paths else None
     out_dir = Path(args.out) if args.out else first if first is not None and first.is_dir() else Path.cwd()
-    written = write_outputs(rows, results, out_dir)
+    written = write_outputs(rows, results, out_dir, level=args.level)
+    if paired is not None:
+        markdown = paired_markdown(paired, args.baseline, resamples=args.resamples, level=args.level,
+                                   seed=args.bootstrap_seed)
+        print(markdown)
+        written.update(write_paired(paired, markdown, args.baseline, out_dir))
     for path in written.values():
         print(f"wrote {path}", file=sys.stderr)
     return written

@@ -46,16 +46,12 @@ def _nan0(values: Iterable[float]) -> list[float]:
 
 
 def _win_rate_errors(rows: list[dict], objective: str) -> list[list[float]]:
-    """Error bars: std across seeds, or the run's CI when there is one seed."""
+    """Error bars: the row's CI, as the table shows it (t-interval over seeds, or the one run's bootstrap)."""
     low, high = [], []
     for r in rows:
         mean = r[f"win_rate/{objective}/mean"]
-        if r["n"] > 1:
-            low.append(r[f"win_rate/{objective}/std"])
-            high.append(r[f"win_rate/{objective}/std"])
-        else:
-            low.append(mean - r[f"win_rate/{objective}/ci_low"])
-            high.append(r[f"win_rate/{objective}/ci_high"] - mean)
+        low.append(mean - r[f"win_rate/{objective}/ci_low"])
+        high.append(r[f"win_rate/{objective}/ci_high"] - mean)
     return [_nan0(low), _nan0(high)]
 
 

@@ -17,14 +17,18 @@ from mpo import compare
 OBJECTIVES = ["sentiment", "conciseness"]
 SEEDS = [0, 1]
 PRESETS = [(0.2, 0.8), (0.5, 0.5), (0.8, 0.2)]
+N_PROMPTS = 16
+FINGERPRINT = "0123456789abcdef"
+T_975_DF1 = 12.706204736174707  # Student-t 97.5% quantile, 1 degree of freedom (two seeds)
 
 
 def make_result(method: str, label: str, seed: int, *, beta: float = 0.1, objectives=OBJECTIVES,
                 weights=None, weights_source=None, job_num=None) -> dict:
     rng = random.Random(f"{label}-{seed}-{beta}")
-    win = {o: rng.uniform(0.3, 0.7) for o in objectives}
+    per_prompt = {o: [rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) for _ in range(N_PROMPTS)] for o in objectives}
     if method == "reference":
-        win = {o: 0.5 for o in objectives}
+        per_prompt = {o: [0.5] * N_PROMPTS for o in objectives}
+    win = {o: statistics.fmean(v) for o, v in per_prompt.items()}
     reward_ref = {o: rng.uniform(-1, 1) for o in objectives}
     reward = {o: reward_ref[o] + rng.uniform(-0.5, 0.5) for o in objectives}
     worst = min(objectives, key=win.get)
@@ -37,6 +41,8 @@ def make_result(method: str, label: str, seed: int, *, beta: float = 0.1, object
         "reward_delta": {o: reward[o] - reward_ref[o] for o in objectives},
         "win_rate": {o: {"mean": w, "ci_low": w - 0.05, "ci_high": w + 0.04} for o, w in win.items()},
         "min_win_rate": win[worst], "min_win_rate_objective": worst,
+        "min_win_rate_ci": {"low": win[worst] - 0.06, "high": win[worst] + 0.05, "level": 0.95},
+        "per_prompt": {"prompts_sha256": FINGERPRINT, "n_prompts": N_PROMPTS, "seed": seed, "win_rate": per_prompt},
         "cost": {"reference": {"seconds": 12.3, "cpu_seconds": 20.1, "reused": True},
                  "evaluation": {"seconds": 3.0, "cpu_seconds": 5.0},
                  "total": {"seconds": rng.uniform(10, 100), "cpu_seconds": rng.uniform(20, 200)}},
@@ -83,7 +89,8 @@ def multirun(tmp_path: Path) -> Path:
 
 
 def reference_rows(results_dir: Path) -> dict[tuple, dict]:
-    """Plain re-computation from the files: per (label, beta), mean and sample std over seeds."""
+    """Plain re-computation from the files: per (label, beta), mean and sample std over seeds, and for
+    win-rates and the min win-rate the two-seed t-interval mean ± t(0.975, 1) · std / √2, clipped to [0, 1]."""
     groups: dict[tuple, list[dict]] = {}
     for file in results_dir.glob("*/results.json"):
         r = json.loads(file.read_text())
@@ -100,6 +107,10 @@ def reference_rows(results_dir: Path) -> dict[tuple, dict]:
         for name, values in series.items():
             stats[f"{name}/mean"] = statistics.fmean(values)
             stats[f"{name}/std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+            if "win_rate" in name and len(values) == 2:
+                half = T_975_DF1 * stats[f"{name}/std"] / math.sqrt(2)
+                stats[f"{name}/ci_low"] = max(0.0, stats[f"{name}/mean"] - half)
+                stats[f"{name}/ci_high"] = min(1.0, stats[f"{name}/mean"] + half)
         expected[key] = stats
     return expected
 
@@ -115,9 +126,13 @@ def test_table_equals_plain_aggregation_of_files(multirun: Path) -> None:
         assert row["n"] == want["n"] == 2
         assert row["seeds"] == "0;1"
         for key, value in want.items():
-            assert row[key] == pytest.approx(value, rel=1e-12, abs=1e-12), (row["label"], key)
-        for o in OBJECTIVES:  # a CI is per run; across seeds the std is reported instead
-            assert math.isnan(row[f"win_rate/{o}/ci_low"])
+            assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (row["label"], key)
+        assert (row["ci"], row["ci_level"]) == ("seed-t", 0.95)
+        assert row["min_win_rate/ci_low"] < row["min_win_rate/mean"] or row["min_win_rate/std"] == 0
+    at_90 = compare.comparison_table(results, level=0.9)  # another level: t(0.95, 1) = 6.3138
+    row = next(r for r in at_90 if 0 < r["min_win_rate/std"] < 0.05)  # an interval inside [0, 1]
+    half = 6.313751514675 * row["min_win_rate/std"] / math.sqrt(2)
+    assert row["min_win_rate/ci_high"] == pytest.approx(row["min_win_rate/mean"] + half, rel=1e-9)
 
 
 def test_rows_sorted_reference_singles_then_by_min_win_rate(multirun: Path) -> None:
@@ -143,9 +158,14 @@ def test_single_seed_keeps_ci_and_betas_are_separate_rows(tmp_path: Path, monkey
     assert row["win_rate/sentiment/ci_low"] == one["win_rate"]["sentiment"]["ci_low"]
     assert row["win_rate/conciseness/ci_high"] == one["win_rate"]["conciseness"]["ci_high"]
     assert row["weights/sentiment"] == 0.4
+    assert (row["min_win_rate/ci_low"], row["min_win_rate/ci_high"]) == (one["min_win_rate_ci"]["low"],
+                                                                        one["min_win_rate_ci"]["high"])
+    assert (row["ci"], row["ci_level"]) == ("prompt-bootstrap", 0.95)
     table = compare.to_markdown(rows)
     ci = one["win_rate"]["sentiment"]
     assert f"{ci['mean']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]" in table
+    low, high = one["min_win_rate_ci"]["low"], one["min_win_rate_ci"]["high"]
+    assert f"| {one['min_win_rate']:.3f} [{low:.3f}, {high:.3f}] |" in table
     monkeypatch.chdir(tmp_path)  # a file as the first PATH: outputs go to the cwd
     written = compare.main([str(run / "results.json"), str(other)])
     assert written["win_rates"] == Path.cwd() / "win_rates.png"
@@ -201,7 +221,8 @@ def test_main_prints_table_and_writes_plots_into_first_dir(multirun: Path, capsy
     out = capsys.readouterr().out
     assert out.startswith("| method | β | n | win-rate sentiment | win-rate conciseness | min win-rate")
     lines = [line for line in out.splitlines() if line.startswith("| ")]
-    assert lines[1].startswith("| reference | 0.1 | 2 | 0.500 ± 0.000 |")
+    assert lines[1].startswith("| reference | 0.1 | 2 | 0.500 [0.500, 0.500] |")
+    assert "Student-t 95% interval over the n per-seed values" in out
     assert len(lines) == 1 + 10  # header + one row per label
     assert set(written) == {"markdown", "csv", "win_rates", "reward_front", "cost"}
     for name in ("win_rates", "reward_front", "cost"):
@@ -268,7 +289,8 @@ def test_wandb_summary_maps_to_the_results_schema() -> None:
     """Keys as mpo.tracking logs them (eval/win_rate/<obj>_ci_low, cost/total_seconds, flat summary)."""
     summary = {"eval/win_rate/sentiment": 0.6, "eval/win_rate/sentiment_ci_low": 0.55,
                "eval/win_rate/sentiment_ci_high": 0.65, "eval/win_rate/conciseness": 0.52,
-               "eval/min_win_rate": 0.52, "eval/reward/sentiment": 0.3, "eval/reward/conciseness": -0.7,
+               "eval/min_win_rate": 0.52, "eval/min_win_rate_ci_low": 0.47, "eval/min_win_rate_ci_high": 0.58,
+               "eval/reward/sentiment": 0.3, "eval/reward/conciseness": -0.7,
                "cost/total_seconds": 40.0, "weight/sentiment": 0.4, "weight/conciseness": 0.6,
                "label": "mpo", "seed": 1, "min_win_rate_objective": "conciseness", "_step": 3}
     config = {"method": {"name": "mpo", "weights": None}, "task": {"name": "reviews", "beta": 0.1},
@@ -284,6 +306,7 @@ def test_wandb_summary_maps_to_the_results_schema() -> None:
     assert result["weights_source"] == "bsmd" and result["wandb"] == "e/p/abc"
     row, = compare.comparison_table([result])
     assert row["min_win_rate/mean"] == 0.52 and row["cost_seconds/mean"] == 40.0
+    assert (row["min_win_rate/ci_low"], row["min_win_rate/ci_high"]) == (0.47, 0.58)
     assert row["min_win_rate_objective"] == "conciseness" and row["weights/conciseness"] == 0.6
     preset = dict(config, method={"name": "mpo", "weights": [0.3, 0.7]})
     assert compare.result_from_wandb(summary, preset, run_path="e/p/x")["weights_source"] == "preset"
@@ -319,3 +342,105 @@ def test_mpo_rows_differing_in_decoding_or_estimator_get_their_own_labels():
     }
     for want, method in variants.items():
         assert mpo_label(method, method.weights or [0.5, 0.5]) == want
+
+
+# ------------------------------------------------------------------------------------------- --baseline
+def paired_inputs(files: dict, label: str, baseline: str, seeds=SEEDS) -> tuple[list, list]:
+    """Per seed, [objective][prompt] win-rates of ``label`` and of ``baseline`` as the files hold them."""
+    def rates(name):
+        return [[files[(name, s)]["per_prompt"]["win_rate"][o] for o in OBJECTIVES] for s in seeds]
+    return rates(label), rates(baseline)
+
+
+def test_baseline_differences_match_a_plain_paired_bootstrap(multirun: Path, tmp_path: Path, capsys) -> None:
+    from tests.test_statistics import plain_paired
+
+    written = compare.main([str(multirun), "--baseline", "maxmin_rlhf", "--resamples", "300",
+                            "--bootstrap-seed", "4", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert written["paired_markdown"] == tmp_path / "out" / "paired_vs_maxmin_rlhf.md"
+    assert written["paired_markdown"].read_text() in out  # printed after the comparison table
+    lines = read_csv(written["paired_csv"])
+    table = compare.comparison_table(compare.load_results([multirun]))
+    assert [r["label"] for r in lines] == [r["label"] for r in table if r["label"] != "maxmin_rlhf"]
+    files = {(r["label"], r["seed"]): r for r in (json.loads(f.read_text()) for f in multirun.glob("*/results.json"))}
+    names = ["min_win_rate", *(f"win_rate/{o}" for o in OBJECTIVES)]
+    for line in lines:
+        assert (line["baseline"], line["seeds"], line["n"], line["n_prompts"]) == ("maxmin_rlhf", "0;1", "2", "16")
+        want = plain_paired(*paired_inputs(files, line["label"], "maxmin_rlhf"), 300, 0.95, 4)
+        for name, (mean, low, high) in zip(names, want):
+            got = [float(line[f"{name}/{k}"]) for k in ("diff", "ci_low", "ci_high")]
+            assert got == pytest.approx([mean, low, high], abs=1e-12), (line["label"], name)
+            assert line[f"{name}/significant"] == str(low > 0 or high < 0)
+        # the point difference of the minima is the files' own min_win_rate difference, averaged over seeds
+        files_diff = statistics.fmean(files[(line["label"], s)]["min_win_rate"]
+                                      - files[("maxmin_rlhf", s)]["min_win_rate"] for s in SEEDS)
+        assert float(line["min_win_rate/diff"]) == pytest.approx(files_diff, abs=1e-12)
+
+
+def shifted(result: dict, shift: float) -> dict:
+    """``result`` with every per-prompt win-rate moved by ``shift`` (and its summaries to match)."""
+    out = json.loads(json.dumps(result))
+    rates = {o: [v + shift for v in values] for o, values in out["per_prompt"]["win_rate"].items()}
+    out["per_prompt"]["win_rate"] = rates
+    out["win_rate"] = {o: {"mean": statistics.fmean(v), "ci_low": 0.0, "ci_high": 1.0} for o, v in rates.items()}
+    out["min_win_rate"] = min(w["mean"] for w in out["win_rate"].values())
+    return out
+
+
+def test_a_clear_gain_is_significant_and_seeds_pair_by_seed(tmp_path: Path, capsys) -> None:
+    base = {s: make_result("maxmin_rlhf", "maxmin_rlhf", s) for s in SEEDS}
+    for result in base.values():  # room for the shift below 1
+        result["per_prompt"]["win_rate"] = {o: [v * 0.5 for v in values]
+                                            for o, values in result["per_prompt"]["win_rate"].items()}
+    runs = [shifted(r, 0.0) for r in base.values()] + [shifted(dict(r, label="mpo", method="mpo"), 0.25)
+                                                       for r in base.values()]
+    runs.append(shifted(dict(make_result("mpo", "mpo", 2)), 0.0))  # seed 2 has no baseline run
+    for i, result in enumerate(runs):
+        (tmp_path / f"{i}.json").write_text(json.dumps(result))
+    with pytest.warns(UserWarning, match=r"mpo beta=0.1: seed\(s\) \[2\] have no baseline run"):
+        written = compare.main([*(str(tmp_path / f"{i}.json") for i in range(len(runs))), "--baseline",
+                                "maxmin_rlhf", "--resamples", "200", "--out", str(tmp_path / "out")])
+    line, = read_csv(written["paired_csv"])
+    assert (line["label"], line["seeds"]) == ("mpo", "0;1")
+    for name in ("min_win_rate", "win_rate/sentiment", "win_rate/conciseness"):
+        assert float(line[f"{name}/diff"]) == pytest.approx(0.25) and line[f"{name}/significant"] == "True"
+    assert "| mpo | 0.1 | 0;1 | 16 | +0.250 [+0.250, +0.250] * |" in capsys.readouterr().out
+
+
+def refusal(paths: list[Path], capsys, *flags: str) -> str:
+    """The one-line error main() exits with (status 2), as argparse reports user errors."""
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([*map(str, paths), *flags])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("python -m mpo.compare: error: ")
+    return error
+
+
+def test_baseline_refuses_a_missing_label(multirun: Path, tmp_path: Path, capsys) -> None:
+    error = refusal([multirun], capsys, "--baseline", "maxmin_rlfh", "--out", str(tmp_path / "out"))
+    assert "--baseline 'maxmin_rlfh': no run has that label (did you mean 'maxmin_rlhf'?)" in error
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_baseline_refuses_different_prompts(multirun: Path, tmp_path: Path, capsys) -> None:
+    file = next(f for f in sorted(multirun.glob("*/results.json")) if '"label": "mpo"' in f.read_text())
+    result = json.loads(file.read_text())
+    result["per_prompt"]["prompts_sha256"] = "fedcba9876543210"
+    file.write_text(json.dumps(result))
+    error = refusal([multirun], capsys, "--baseline", "maxmin_rlhf", "--out", str(tmp_path / "out"))
+    assert f"{file}" in error and "evaluated on different prompts (fingerprints fedcba9876543210 vs " in error
+    assert "needs the same eval prompts" in error and not (tmp_path / "out").exists()
+
+
+def test_old_results_without_per_prompt_data(multirun: Path, tmp_path: Path, capsys) -> None:
+    file = next(f for f in sorted(multirun.glob("*/results.json")) if '"label": "maxmin_rlhf"' in f.read_text())
+    result = json.loads(file.read_text())
+    del result["per_prompt"], result["min_win_rate_ci"]
+    file.write_text(json.dumps(result))
+    rows = compare.comparison_table(compare.load_results([file]))  # the table still reads it
+    assert math.isnan(rows[0]["min_win_rate/ci_low"])
+    assert f"| {result['min_win_rate']:.3f} |" in compare.to_markdown(rows)  # the mean alone, no CI
+    error = refusal([multirun], capsys, "--baseline", "maxmin_rlhf", "--out", str(tmp_path / "out"))
+    assert f"{file}: no per-prompt win-rates (key 'per_prompt'), which --baseline needs: re-run its evaluation" in error
