@@ -39,6 +39,8 @@ class Samples:
     # the sampled token ids per response (prompt, completion with EOS where finished); None for text policies
     prompt_ids: list[list[int]] | None = None
     completion_ids: list[list[int]] | None = None
+    # log Ẑ(x) per response, from a sequence-level mixture (its density needs it); None otherwise
+    log_normaliser: list[float] | None = None
 
     @property
     def flat_prompts(self) -> list[str]:
@@ -54,6 +56,7 @@ def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decodin
     finished: list[bool] = []
     prompt_ids: list[list[int]] = []
     completion_ids: list[list[int]] = []
+    log_normaliser: list[float] = []
     for start in tqdm(range(0, len(flat), chunk), desc="sampling", leave=False, disable=len(flat) <= chunk):
         # a distinct but reproducible seed per chunk
         step = Decoding(**{**decoding.__dict__, "seed": decoding.seed + start})
@@ -65,9 +68,10 @@ def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decodin
         finished += out.finished
         prompt_ids += out.prompt_ids
         completion_ids += out.completion_ids
+        log_normaliser += out.log_normaliser
     if not detailed:
         return Samples(list(prompts), n, responses)
-    return Samples(list(prompts), n, responses, finished, prompt_ids, completion_ids)
+    return Samples(list(prompts), n, responses, finished, prompt_ids, completion_ids, log_normaliser or None)
 
 
 def score_all(scorers: Mapping[str, Scorer], samples: Samples) -> dict[str, torch.Tensor]:
@@ -189,17 +193,46 @@ def evaluate(
     resamples: int = 1000,
     level: float = 0.95,
     n_show: int = 8,
+    reference_policy=None,
 ) -> dict:
-    """Sample the policy on the reference's prompts and compare objective by objective."""
+    """Sample the policy on the reference's prompts and compare objective by objective; with
+    ``reference_policy`` (an `HFPolicy` of π_ref), also estimate KL(π‖π_ref) (`kl_to_reference`)."""
     start = time.perf_counter()
     samples = sample(policy, reference.prompts, reference.n, decoding)
     scores = score_all(scorers, samples)
     results = compare(scores, reference_scores, resamples=resamples, level=level, seed=decoding.seed,
                       prompts=reference.prompts)
+    results["kl"] = kl_to_reference(policy, reference_policy, samples, decoding, resamples=resamples, level=level)
     results["samples"] = show_samples(samples, reference, n_show)
     results["mean_response_words"] = sum(len(r.split()) for r in samples.responses) / max(len(samples.responses), 1)
     log.info("evaluated %d responses in %.1f s", len(samples.responses), time.perf_counter() - start)
     return results
+
+
+def kl_to_reference(policy, reference_policy, samples: Samples, decoding: Decoding, *, resamples: int, level: float
+                    ) -> dict | None:
+    """KL(π‖π_ref) in nats per response, on the policy's own evaluation samples: per prompt the mean of
+    log π(y|x) − log π_ref(y|x) over its samples, then the mean over prompts with a bootstrap CI over prompts.
+
+    None (logged) where no density is available: a text-only policy, or a decoding that is not the policies'
+    own distribution (temperature or top-p ≠ 1) — an estimate there would be a wrong number, not a noisy one.
+    """
+    if reference_policy is None or samples.prompt_ids is None or not hasattr(policy, "response_logprobs"):
+        return None
+    if decoding.temperature != 1.0 or decoding.top_p != 1.0:
+        log.warning("KL to the reference not reported: it needs samples from the policies' own distributions "
+                    "(eval.temperature=1, eval.top_p=1), got temperature %s, top_p %s", decoding.temperature,
+                    decoding.top_p)
+        return None
+    log_policy = policy.response_logprobs(samples.prompt_ids, samples.completion_ids, samples.log_normaliser)
+    log_reference = reference_policy.response_logprobs(samples.prompt_ids, samples.completion_ids)
+    per_prompt = (log_policy - log_reference).view(len(samples.prompts), samples.n).mean(1)
+    if not torch.isfinite(per_prompt).all():
+        raise FloatingPointError("the KL estimate to the reference is not finite: a sampled response has zero "
+                                 "probability under the reference (mismatched tokenizers or models?)")
+    low, high = bootstrap_ci(per_prompt, resamples, level, decoding.seed)
+    return {"mean": float(per_prompt.mean()), "ci_low": low, "ci_high": high,
+            "estimator": "sequence-level, log Ẑ from candidates" if samples.log_normaliser else "exact density"}
 
 
 def reference_seed(decoding: Decoding) -> Decoding:

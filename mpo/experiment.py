@@ -16,7 +16,7 @@ from mpo.artifacts import ArtifactStore, json_safe, write_json
 from mpo.config import Config, load_config
 from mpo.evaluation import Samples, evaluate, objective_correlations, reference_seed, score_all
 from mpo.masking import mask_overrides
-from mpo.pipeline import RunContext, decoding, plain, reference_policy, reference_samples_on, task_data
+from mpo.pipeline import RunContext, decoding, load_policy, plain, reference_policy, reference_samples_on, task_data
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         output = get_method(config.method._target_)(ctx, config.method)
         eval0 = time.perf_counter()
         metrics = evaluate(output.policy, reference, reference_scores, ctx.scorers, decoding(ctx),
-                           resamples=config.eval.bootstrap, level=config.eval.ci, n_show=config.eval.n_show_samples)
+                           resamples=config.eval.bootstrap, level=config.eval.ci, n_show=config.eval.n_show_samples,
+                           reference_policy=load_policy(ctx, reference_policy(ctx)))
         ctx.costs["evaluation"] = {"seconds": time.perf_counter() - eval0, "reused": False}
         results = assemble(config, output, metrics, ctx.costs, job, run_dir, tracker.run_path)
         # how much the objectives conflict for the reference policy (its own held-out samples)
@@ -124,7 +125,7 @@ def assemble(config: Config, output, metrics: dict, costs: dict, job: dict, run_
         "weights": output.weights,
         "weights_source": output.weights_source,
         **{k: metrics[k] for k in ("reward", "reward_reference", "reward_delta", "win_rate", "min_win_rate",
-                                   "min_win_rate_ci", "min_win_rate_objective", "mean_response_words",
+                                   "min_win_rate_ci", "min_win_rate_objective", "kl", "mean_response_words",
                                    "per_prompt")},
         "cost": {**costs, "total": total},
         "method_info": output.info,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from mpo.policies import Decoding, decode_responses, encode_prompts
+from mpo.policies import Decoding, Generation, decode_responses, encode_prompts, right_padded, split_generated
 
 log = logging.getLogger(__name__)
 
@@ -465,23 +465,53 @@ class MixturePolicy:
         self.resampling_ess: list[float] = []  # per prompt, in sequence mode
 
     def generate(self, prompts: list[str], decoding: Decoding) -> list[str]:
+        return self.generate_tokens(prompts, decoding).responses
+
+    @torch.no_grad()
+    def generate_tokens(self, prompts: list[str], decoding: Decoding) -> Generation:
+        """Responses as text and as the sampled token ids, whether each finished, and (sequence mode) log Ẑ(x)
+        per response from its own candidates: log mean_i w_i, unbiased for Z(x) = Σ_y Π_k π_k(y|x)^λ_k."""
         # One generator across batches, seeded once: the same stream HFPolicy draws from the global RNG.
         generator = torch.Generator(device=self.mixture.device).manual_seed(decoding.seed)
-        out: list[str] = []
+        eos = self.tokenizer.eos_token_id
+        out = Generation([], [], [], [])
         for start in range(0, len(prompts), decoding.batch_size):
             batch = encode_prompts(self.tokenizer, prompts[start : start + decoding.batch_size], self.mixture.device)
             kwargs = dict(max_new_tokens=decoding.max_new_tokens, temperature=decoding.temperature, top_p=decoding.top_p,
-                          generator=generator, eos_token_id=self.tokenizer.eos_token_id,
-                          pad_token_id=self.tokenizer.pad_token_id)
+                          generator=generator, eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id)
             if self.mode == "sequence":
                 drawn = self.mixture.sample_sequence_level(**batch, num_candidates=self.num_candidates, **kwargs)
                 sequences = drawn.sequences
                 self.resampling_ess += drawn.effective_sample_size.tolist()
+                log_z = torch.logsumexp(drawn.log_weights.double(), -1) - math.log(self.num_candidates)
+                out.log_normaliser += log_z.tolist()
             else:
                 sequences = self.mixture.generate(**batch, **kwargs)
-            out += decode_responses(self.tokenizer, sequences, batch["input_ids"].shape[1])
+            out.extend(decode_responses(self.tokenizer, sequences, batch["input_ids"].shape[1]),
+                       *split_generated(sequences, batch["attention_mask"], eos))
         self._check_resampling()
         return out
+
+    @torch.no_grad()
+    def response_logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                          log_normaliser: list[float] | None = None, batch_size: int = 64) -> torch.Tensor:
+        """[B] log-density of sampled responses under what this policy decodes: the token-level mixture (exact),
+        or the sequence-level one, Σ_k λ_k log π_k(y|x) − log Ẑ(x) with ``log_normaliser`` from
+        `generate_tokens` (Ẑ estimated from the same candidates; resampling only approximates this target)."""
+        if self.mode == "sequence" and (log_normaliser is None or len(log_normaliser) != len(prompt_ids)):
+            raise ValueError("a sequence-level mixture's density needs log Ẑ(x) per response, from generate_tokens")
+        weights = torch.tensor(self.mixture.weights, dtype=torch.float64)
+        out = []
+        for start in range(0, len(prompt_ids), batch_size):
+            ids, mask, completion = right_padded(prompt_ids[start : start + batch_size],
+                                                 completion_ids[start : start + batch_size], self.tokenizer.pad_token_id)
+            if self.mode == "token":
+                out.append(self.mixture.sequence_logprob(ids, mask, response_mask=completion).double().cpu())
+            else:
+                components = self.mixture.component_logprobs(ids, mask, response_mask=completion).double().cpu()
+                out.append(components @ weights - torch.tensor(log_normaliser[start : start + batch_size],
+                                                               dtype=torch.float64))
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
     def _check_resampling(self) -> None:
         """Resampling among fewer than ~2 effective candidates barely moves toward the sequence-level mixture

@@ -6,7 +6,7 @@ evaluation sees one interface, ``generate(prompts, decoding) -> responses``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -69,12 +69,14 @@ def decode_responses(tokenizer: PreTrainedTokenizerBase, sequences: torch.Tensor
 
 @dataclass
 class Generation:
-    """Sampled responses: text, prompt and completion token ids (EOS included where finished), finished."""
+    """Sampled responses: text, prompt and completion token ids (EOS included where finished), finished; and,
+    from a sequence-level mixture, log Ẑ(x) per response (its density is Π_k π_k^λ_k / Z: see `mpo.mixing`)."""
 
     responses: list[str]
     prompt_ids: list[list[int]]
     completion_ids: list[list[int]]
     finished: list[bool]
+    log_normaliser: list[float] = field(default_factory=list)
 
     def extend(self, responses, prompt_ids, completion_ids, finished) -> None:
         self.responses += responses
@@ -121,6 +123,11 @@ class HFPolicy:
             out.extend(decode_responses(self.tokenizer, sequences, batch["input_ids"].shape[1]),
                        *split_generated(sequences, batch["attention_mask"], self.tokenizer.eos_token_id))
         return out
+
+    def response_logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                          log_normaliser: list[float] | None = None, batch_size: int = 64) -> torch.Tensor:
+        """[B] log π(y|x) of sampled token ids: the density this policy samples from (temperature 1, top-p 1)."""
+        return logprobs_of_ids(self.model, prompt_ids, completion_ids, self.tokenizer.pad_token_id, batch_size)
 
     @torch.no_grad()
     def sequence_logprobs(

@@ -331,6 +331,9 @@ def _eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     if results.get("min_win_rate") is not None:
         metrics["eval/min_win_rate"] = results["min_win_rate"]
     metrics.update({f"eval/min_win_rate_{key}": value for key, value in _min_win_rate_ci(results).items()})
+    kl = results.get("kl") or {}
+    metrics.update({f"eval/kl{'' if key == 'mean' else '_' + key}": kl[key] for key in ("mean", "ci_low", "ci_high")
+                    if _number(kl.get(key)) is not None})
     return metrics
 
 

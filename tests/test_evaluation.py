@@ -10,6 +10,7 @@ from mpo.evaluation import (
     bootstrap_ci,
     compare,
     evaluate,
+    kl_to_reference,
     min_bootstrap_ci,
     pairwise_win_rates,
     prompts_fingerprint,
@@ -190,3 +191,25 @@ def test_objective_correlations_against_plain_pearson():
     cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
     var = (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
     assert out["a~c"] == pytest.approx(cov / var) and set(out) == {"a~b", "a~c", "b~c"}
+
+
+class _Density:
+    """A policy whose log-density of every sampled response is a fixed number (plain stand-in for a model)."""
+
+    def __init__(self, values):
+        self.values = torch.tensor(values, dtype=torch.float64)
+
+    def response_logprobs(self, prompt_ids, completion_ids, log_normaliser=None):
+        return self.values
+
+
+def test_kl_to_reference_is_the_per_prompt_mean_log_ratio_with_a_prompt_bootstrap(caplog):
+    samples = Samples(["p", "q"], 2, ["a", "b", "c", "d"], [True] * 4, [[1]] * 4, [[2]] * 4)
+    policy, reference = _Density([-1.0, -2.0, -3.0, -5.0]), _Density([-2.0, -2.0, -4.0, -4.0])
+    kl = kl_to_reference(policy, reference, samples, Decoding(seed=0), resamples=200, level=0.9)
+    assert kl["mean"] == pytest.approx(((1 + 0) / 2 + (1 - 1) / 2) / 2)  # prompts p: 0.5, q: 0.0
+    assert kl["ci_low"] == pytest.approx(0.0) and kl["ci_high"] == pytest.approx(0.5)
+    # no density for a tempered or truncated decoding: nothing rather than a wrong number, and it says why
+    assert kl_to_reference(policy, reference, samples, Decoding(temperature=0.7), resamples=10, level=0.9) is None
+    assert "eval.temperature=1" in caplog.text
+    assert kl_to_reference(object(), reference, samples, Decoding(), resamples=10, level=0.9) is None

@@ -317,6 +317,42 @@ def test_mixture_policy_returns_strings(tmp_path):
     assert len(sequence_level.generate(prompts, decoding)) == len(prompts)
 
 
+def test_mixture_policy_densities_for_the_kl(tmp_path):
+    """What `mpo.evaluation.kl_to_reference` reads: token mode's density is the token-level mixture's, exactly;
+    sequence mode's is Σ_k λ_k log π_k − log Ẑ, with Ẑ the mean importance weight of the response's own
+    candidates (checked against the exact Z on one prompt by enumeration)."""
+    tokenizer = word_tokenizer(WORDS)
+    models = [tiny_lm(len(tokenizer), seed) for seed in (0, 1)]
+    mixture = LogLinearMixture(models, [0.4, 0.6])
+    prompts, decoding = ["the movie was", "a film"], Decoding(max_new_tokens=2, seed=3, batch_size=2)
+    token = MixturePolicy(mixture, tokenizer).generate_tokens(prompts, decoding)
+    got = MixturePolicy(mixture, tokenizer).response_logprobs(token.prompt_ids, token.completion_ids)
+    for i, (p_ids, c_ids) in enumerate(zip(token.prompt_ids, token.completion_ids)):
+        ids = torch.tensor([p_ids + c_ids])
+        want = reference_sequence_logprob(models, mixture.weights, ids[:, : len(p_ids)], ids[:, len(p_ids):])
+        torch.testing.assert_close(got[i], want[0].double(), atol=1e-5, rtol=0)
+
+    # sequence mode on one prompt, responses of exactly 2 tokens (EOS masked out of the vocabulary)
+    vocab = len(tokenizer)
+    for model in models:
+        with torch.no_grad():
+            model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.clone())
+            model.lm_head.weight[tokenizer.eos_token_id] = -1e4  # never ends: all responses have 2 tokens
+    policy = MixturePolicy(mixture, tokenizer, mode="sequence", num_candidates=2000)
+    drawn = policy.generate_tokens(["the movie was"], Decoding(max_new_tokens=2, seed=0, batch_size=1))
+    prompt = torch.tensor([drawn.prompt_ids[0]])
+    grid = torch.cartesian_prod(torch.arange(vocab), torch.arange(vocab))
+    components = torch.stack([sequence_logprobs(m, prompt, grid)[0] for m in models], -1).double()
+    log_z = torch.logsumexp(components @ torch.tensor(mixture.weights, dtype=torch.float64), 0)
+    assert abs(drawn.log_normaliser[0] - float(log_z)) < 0.05
+    density = policy.response_logprobs(drawn.prompt_ids, drawn.completion_ids, drawn.log_normaliser)
+    row = (grid == torch.tensor(drawn.completion_ids[0])).all(-1)
+    want = components[row][0] @ torch.tensor(mixture.weights, dtype=torch.float64) - drawn.log_normaliser[0]
+    torch.testing.assert_close(density[0], want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="needs log Ẑ"):
+        policy.response_logprobs(drawn.prompt_ids, drawn.completion_ids)
+
+
 def test_mixture_policy_needs_left_padding():
     tokenizer = word_tokenizer(WORDS)
     tokenizer.padding_side = "right"

@@ -41,6 +41,15 @@ def test_reference_run_results_and_wandb_files(store):
         assert wr["ci_low"] <= wr["mean"] <= wr["ci_high"]
         assert 0.2 < wr["mean"] < 0.8  # the reference against its own independent samples
     assert results["min_win_rate"] == min(v["mean"] for v in results["win_rate"].values())
+    ci = results["min_win_rate_ci"]
+    assert ci["low"] <= results["min_win_rate"] <= ci["high"] and ci["high"] <= min(
+        v["ci_high"] for v in results["win_rate"].values())
+    per_prompt = results["per_prompt"]  # what a paired comparison (mpo.compare --baseline) needs
+    assert len(per_prompt["prompts_sha256"]) == 16 and per_prompt["seed"] == results["seed"]
+    for k in results["objectives"]:
+        values = per_prompt["win_rate"][k]
+        assert len(values) == per_prompt["n_prompts"] and all(round(v, 6) == v for v in values)
+        assert sum(values) / len(values) == pytest.approx(results["win_rate"][k]["mean"], abs=1e-6)
     assert {"data", "base_model", "reference", "evaluation", "total"} <= set(results["cost"])
     assert -1 <= results["reference_correlation"]["sentiment~conciseness"] <= 1
     # the W&B run holds what results.json holds
@@ -49,6 +58,11 @@ def test_reference_run_results_and_wandb_files(store):
     assert results["wandb"] and results["wandb"].endswith(logged["id"])
     assert logged["job_type"] == "reference" and logged["config"]["method"]["name"] == "reference"
     assert logged["summary"]["eval/min_win_rate"] == pytest.approx(results["min_win_rate"])
+    # the reference against itself: its KL is exactly 0 (same model, same sampled ids)
+    assert results["kl"]["mean"] == 0.0 and results["kl"]["estimator"] == "exact density"
+    assert logged["summary"]["eval/kl"] == 0.0
+    assert logged["summary"]["eval/min_win_rate_ci_low"] == pytest.approx(results["min_win_rate_ci"]["low"])
+    assert logged["summary"]["eval/min_win_rate_ci_high"] == pytest.approx(results["min_win_rate_ci"]["high"])
     for k in results["objectives"]:
         assert logged["summary"][f"eval/win_rate/{k}"] == pytest.approx(results["win_rate"][k]["mean"])
         assert logged["summary"][f"eval/reward/{k}"] == pytest.approx(results["reward"][k])
@@ -79,6 +93,9 @@ def test_mpo_weights_inside_simplex_with_certificate(store):
     # MPO's cost includes its prerequisites: both single policies, the proposal samples, the tensor, the solve
     assert {"single_sentiment", "single_conciseness", "proposal_reference", "proposal_sentiment", "log_ratios",
             "solve"} <= set(results["cost"])
+    # decoded as the sequence-level mixture by default; its KL uses log Ẑ from each response's candidates
+    assert results["label"] == "mpo" and results["kl"]["estimator"].startswith("sequence-level")
+    assert results["kl"]["ci_low"] <= results["kl"]["mean"] <= results["kl"]["ci_high"]
 
 
 def test_mpo_preset_weights_and_drop(store):
@@ -102,6 +119,8 @@ def test_every_method_runs_through_shared_evaluation(store, method, stages):
     assert all(key in results for key in REQUIRED)
     assert set(stages) <= set(results["cost"])
     assert results["cost"]["total"]["seconds"] >= sum(results["cost"][s]["seconds"] for s in stages)
+    kl = results["kl"]
+    assert kl["estimator"] == "exact density" and kl["ci_low"] <= kl["mean"] <= kl["ci_high"]
     if method.endswith(("rlhf", "_po")):
         rl = results["method_info"]["rl"]
         assert math.isfinite(rl["kl_final"]) and rl["steps"] > 0
