@@ -440,7 +440,8 @@ def paired_table(results: list[dict], baseline: str, *, resamples: int = 2000, l
     groups = _groups(results)
     labels = {key[2] for key in groups}
     if baseline not in labels:
-        raise UserError(f"--baseline {baseline!r}: no run has that label{did_you_mean(baseline, labels)}")
+        hint = did_you_mean(baseline, labels).replace("known keys", "labels")
+        raise UserError(f"--baseline {baseline!r}: no run has that label{hint}")
     rows = []
     for table_row in comparison_table(results):
         task, policy, label, beta = _row_key(table_row)

@@ -422,6 +422,8 @@ def test_baseline_refuses_a_missing_label(multirun: Path, tmp_path: Path, capsys
     error = refusal([multirun], capsys, "--baseline", "maxmin_rlfh", "--out", str(tmp_path / "out"))
     assert "--baseline 'maxmin_rlfh': no run has that label (did you mean 'maxmin_rlhf'?)" in error
     assert not (tmp_path / "out").exists()  # refused before anything was written
+    error = refusal([multirun], capsys, "--baseline", "sft", "--out", str(tmp_path / "out"))
+    assert "--baseline 'sft': no run has that label (labels: maxmin_rlhf, morlhf, mpo, " in error
 
 
 def test_baseline_refuses_different_prompts(multirun: Path, tmp_path: Path, capsys) -> None:
