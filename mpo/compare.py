@@ -243,7 +243,9 @@ def _mean(values: list[float]) -> float:
 
 
 def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else _NAN
+    if len(values) < 2 or any(math.isnan(v) for v in values):  # stdev raises on NaN
+        return _NAN
+    return statistics.stdev(values)
 
 
 def _objectives(results: list[dict]) -> list[str]:
@@ -301,6 +303,11 @@ def _aggregate(group: list[dict], objectives: list[str], level: float) -> dict:
     put("min_win_rate", minima)
     run_ci = tuple((first.get("min_win_rate_ci") or {}).get(side, _NAN) for side in ("low", "high"))
     row["min_win_rate/ci_low"], row["min_win_rate/ci_high"] = _seed_ci(minima, run_ci, level)
+    kls = [_as_float((r.get("kl") or {}).get("mean")) for r in group]
+    put("kl", kls)
+    run_ci = tuple(_as_float((first.get("kl") or {}).get(side)) for side in ("ci_low", "ci_high"))
+    unknown = any(math.isnan(v) for v in kls)  # runs from before KL was reported
+    row["kl/ci_low"], row["kl/ci_high"] = run_ci if n == 1 or unknown else t_interval(kls, level)
     worst = Counter(r.get("min_win_rate_objective") or "" for r in group)
     row["min_win_rate_objective"] = worst.most_common(1)[0][0]
     for o in objectives:
@@ -486,13 +493,14 @@ def to_markdown(rows: list[dict], level: float = 0.95) -> str:
     over seeds at ``level``)."""
     objectives = row_objectives(rows)
     lead = [k for k in ("task", "policy") if _varies(rows, k)]
-    header = lead + ["method", "β", "n"] + [f"win-rate {o}" for o in objectives] + ["min win-rate"]
+    header = lead + ["method", "β", "n"] + [f"win-rate {o}" for o in objectives] + ["min win-rate", "KL (nats)"]
     header += [f"reward {o}" for o in objectives] + ["cost (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [str(r[k]) for k in lead] + [str(r["label"]).replace("|", "\\|"), f"{r['beta']:g}", str(r["n"])]
         cells += [_fmt_ci(*(r[f"win_rate/{o}/{s}"] for s in ("mean", "ci_low", "ci_high")), 3) for o in objectives]
         cells.append(_fmt_ci(*(r[f"min_win_rate/{s}"] for s in ("mean", "ci_low", "ci_high")), 3))
+        cells.append(_fmt_ci(*(r[f"kl/{s}"] for s in ("mean", "ci_low", "ci_high")), 2))
         cells += [_fmt(r[f"reward/{o}/mean"], r[f"reward/{o}/std"], r["n"], 3) for o in objectives]
         cells.append(_fmt(r["cost_seconds/mean"], r["cost_seconds/std"], r["n"], 1))
         lines.append("| " + " | ".join(cells) + " |")
@@ -501,7 +509,8 @@ def to_markdown(rows: list[dict], level: float = 0.95) -> str:
                  "tie = ½), as mean [CI]. One seed (n = 1): the run's own percentile bootstrap CI over prompts "
                  "(at the run's eval.ci). Several seeds: the mean over seeds and a Student-t "
                  f"{level:.0%} interval over the n per-seed values (df = n − 1; seed-to-seed variation; "
-                 "clipped to [0, 1]). "
+                 "clipped to [0, 1]). KL(π‖π_ref): nats per response on the method's own evaluation samples, "
+                 "the same CIs (unclipped). "
                  "Rewards and cost: mean ± std over seeds. Cost: wall seconds of every stage the method "
                  "depends on.")
     return "\n".join(lines) + "\n"

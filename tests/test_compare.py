@@ -48,6 +48,8 @@ def make_result(method: str, label: str, seed: int, *, beta: float = 0.1, object
                  "total": {"seconds": rng.uniform(10, 100), "cpu_seconds": rng.uniform(20, 200)}},
         "method_info": {}, "samples": [{"prompt": "p", "response": "r", "reference": "q"}],
         "overrides": [f"method={method}", f"seed={seed}"], "job_num": job_num, "run_dir": "", "wandb": None,
+        "kl": (lambda m: {"mean": m, "ci_low": m - 0.3, "ci_high": m + 0.4, "estimator": "exact density"})(
+            0.0 if method == "reference" else rng.uniform(0.5, 5.0)),
     }
 
 
@@ -129,6 +131,10 @@ def test_table_equals_plain_aggregation_of_files(multirun: Path) -> None:
             assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (row["label"], key)
         assert (row["ci"], row["ci_level"]) == ("seed-t", 0.95)
         assert row["min_win_rate/ci_low"] < row["min_win_rate/mean"] or row["min_win_rate/std"] == 0
+        kls = [r["kl"]["mean"] for r in results if r["label"] == row["label"] and r["beta"] == row["beta"]]
+        assert row["kl/mean"] == pytest.approx(statistics.fmean(kls))
+        half = T_975_DF1 * statistics.stdev(kls) / math.sqrt(2)  # not clipped: KL is not a rate
+        assert (row["kl/ci_low"], row["kl/ci_high"]) == pytest.approx((row["kl/mean"] - half, row["kl/mean"] + half))
     at_90 = compare.comparison_table(results, level=0.9)  # another level: t(0.95, 1) = 6.3138
     row = next(r for r in at_90 if 0 < r["min_win_rate/std"] < 0.05)  # an interval inside [0, 1]
     half = 6.313751514675 * row["min_win_rate/std"] / math.sqrt(2)
@@ -166,6 +172,8 @@ def test_single_seed_keeps_ci_and_betas_are_separate_rows(tmp_path: Path, monkey
     assert f"{ci['mean']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]" in table
     low, high = one["min_win_rate_ci"]["low"], one["min_win_rate_ci"]["high"]
     assert f"| {one['min_win_rate']:.3f} [{low:.3f}, {high:.3f}] |" in table
+    kl = one["kl"]
+    assert f"| {kl['mean']:.2f} [{kl['ci_low']:.2f}, {kl['ci_high']:.2f}] |" in table and "KL (nats)" in table
     monkeypatch.chdir(tmp_path)  # a file as the first PATH: outputs go to the cwd
     written = compare.main([str(run / "results.json"), str(other)])
     assert written["win_rates"] == Path.cwd() / "win_rates.png"
