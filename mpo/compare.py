@@ -36,6 +36,7 @@ from mpo.errors import DataError, UserError, did_you_mean
 from mpo.plots import (  # noqa: F401  (preset_fronts and the plot functions are public here too)
     _varies,
     plot_cost,
+    plot_kl,
     plot_reward_front,
     plot_win_rates,
     preset_fronts,
@@ -577,8 +578,8 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
                   level: float = 0.95) -> dict[str, Path]:
-    """Write comparison.md, comparison.csv, win_rates.png, cost.png and (two objectives only)
-    reward_front.png into ``out_dir``; return them by name."""
+    """Write comparison.md, comparison.csv, win_rates.png, cost.png, kl.png (min win-rate vs KL) and (two
+    objectives only) reward_front.png into ``out_dir``; return them by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
@@ -589,6 +590,7 @@ def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
         if len(row_objectives(rows)) == 2:
             written["reward_front"] = plot_reward_front(rows, results, out / "reward_front.png")
         written["cost"] = plot_cost(rows, out / "cost.png")
+        written["kl"] = plot_kl(rows, out / "kl.png")
     return written
 
 

@@ -132,6 +132,28 @@ def plot_reward_front(rows: list[dict], results: list[dict], path: Path) -> Path
     return path
 
 
+def plot_kl(rows: list[dict], path: Path) -> Path:
+    """Min win-rate against KL(π‖π_ref), one point per row with both CIs: what each method bought with how far
+    it moved from the reference (the trade-off every method's objective sets with β)."""
+    fig = _new_figure(7, 4.5)
+    ax = fig.add_subplot()
+    colors = _method_colors(r["method"] for r in rows)
+    for r, name in zip(rows, _names(rows)):
+        x, y = r["kl/mean"], r["min_win_rate/mean"]
+        if math.isnan(x) or math.isnan(y):
+            continue
+        xerr = [[_nan0([x - r["kl/ci_low"]])[0]], [_nan0([r["kl/ci_high"] - x])[0]]]
+        yerr = [[_nan0([y - r["min_win_rate/ci_low"]])[0]], [_nan0([r["min_win_rate/ci_high"] - y])[0]]]
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", color=colors[r["method"]], capsize=2, ms=4)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("KL(π‖π_ref), nats per response (own evaluation samples)")
+    ax.set_ylabel("min win-rate vs reference")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
 def plot_cost(rows: list[dict], path: Path) -> Path:
     fig = _new_figure(7, max(3.0, 0.35 * len(rows) + 1))
     ax = fig.add_subplot()

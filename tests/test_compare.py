@@ -232,8 +232,8 @@ def test_main_prints_table_and_writes_plots_into_first_dir(multirun: Path, capsy
     assert lines[1].startswith("| reference | 0.1 | 2 | 0.500 [0.500, 0.500] |")
     assert "Student-t 95% interval over the n per-seed values" in out
     assert len(lines) == 1 + 10  # header + one row per label
-    assert set(written) == {"markdown", "csv", "win_rates", "reward_front", "cost"}
-    for name in ("win_rates", "reward_front", "cost"):
+    assert set(written) == {"markdown", "csv", "win_rates", "reward_front", "cost", "kl"}
+    for name in ("win_rates", "reward_front", "cost", "kl"):
         assert written[name].parent == multirun
         assert_png_with_content(written[name])
 
