@@ -73,13 +73,14 @@ def unique_pairs(pairs: Dataset, gaps: Sequence[float]) -> tuple[Dataset, list[f
     gaps = [float(g) for g in gaps]
     if len(gaps) != len(pairs):
         raise ValueError(f"got {len(gaps)} gaps for {len(pairs)} pairs; give one reward gap per pair")
+    chosen_column = pairs["chosen"]  # one read of the column, not a row fetch per repeated pair
     first: dict[tuple, int] = {}
     conflicted: set[tuple] = set()
-    for i, (prompt, chosen, rejected) in enumerate(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])):
+    for i, (prompt, chosen, rejected) in enumerate(zip(pairs["prompt"], chosen_column, pairs["rejected"])):
         key = (prompt, frozenset((chosen, rejected)))
         if key not in first:
             first[key] = i
-        elif pairs[first[key]]["chosen"] != chosen:
+        elif chosen_column[first[key]] != chosen:
             conflicted.add(key)
     rows, kept_gaps = [], []
     for key, i in first.items():

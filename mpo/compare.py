@@ -307,8 +307,7 @@ def _aggregate(group: list[dict], objectives: list[str], level: float) -> dict:
     kls = [_as_float((r.get("kl") or {}).get("mean")) for r in group]
     put("kl", kls)
     run_ci = tuple(_as_float((first.get("kl") or {}).get(side)) for side in ("ci_low", "ci_high"))
-    unknown = any(math.isnan(v) for v in kls)  # runs from before KL was reported
-    row["kl/ci_low"], row["kl/ci_high"] = run_ci if n == 1 or unknown else t_interval(kls, level)
+    row["kl/ci_low"], row["kl/ci_high"] = run_ci if n == 1 else t_interval(kls, level)  # NaN where a run has none
     worst = Counter(r.get("min_win_rate_objective") or "" for r in group)
     row["min_win_rate_objective"] = worst.most_common(1)[0][0]
     for o in objectives:
