@@ -218,7 +218,7 @@ class RLConfig:
 
 @dataclass
 class MORLHFMethod(MethodConfig):
-    _target_: str = "baselines.morlhf.build"
+    _target_: str = "mpo.baselines.morlhf.build"
     name: str = "morlhf"
     # one weight per objective on the simplex; null = uniform
     weights: Optional[list[float]] = None
@@ -227,7 +227,7 @@ class MORLHFMethod(MethodConfig):
 
 @dataclass
 class MaxMinMethod(MethodConfig):
-    _target_: str = "baselines.maxmin_rlhf.build"
+    _target_: str = "mpo.baselines.maxmin_rlhf.build"
     name: str = "maxmin_rlhf"
     rl: RLConfig = field(default_factory=RLConfig)
     # learn a mixture of `n_groups` reward models by hard EM on pooled, unlabelled pairs
@@ -240,14 +240,14 @@ class MaxMinMethod(MethodConfig):
 
 @dataclass
 class RewardSoupsMethod(MethodConfig):
-    _target_: str = "baselines.reward_soups.build"
+    _target_: str = "mpo.baselines.reward_soups.build"
     name: str = "reward_soups"
     weights: Optional[list[float]] = None
 
 
 @dataclass
 class MixedPOMethod(MethodConfig):
-    _target_: str = "baselines.mixed_po.build"
+    _target_: str = "mpo.baselines.mixed_po.build"
     name: str = "mixed_po"
     weights: Optional[list[float]] = None
     # easy pairs: scalarised reward-model gap above `threshold`, or in the top `quantile` if threshold is null

@@ -1,5 +1,5 @@
 """The reference, single-objective and MPO rows. A method builds a policy from the shared stages; evaluation
-is the same for all of them (`mpo.experiment`). Baselines live in `baselines/` with the same signature:
+is the same for all of them (`mpo.experiment`). Baselines live in `mpo/baselines/` with the same signature:
 ``build(ctx, method_cfg) -> MethodOutput``."""
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from baselines.aggregation import MinOf, WeightedSum, check_simplex_weights
-from baselines.mixed_po import easy_threshold, hard_prompts, split_pairs, unique_pairs
-from baselines.normalization import PNormalizer, ZScore, fit_normalizer
-from baselines.reward_soups import interpolate
+from mpo.baselines.aggregation import MinOf, WeightedSum, check_simplex_weights
+from mpo.baselines.mixed_po import easy_threshold, hard_prompts, split_pairs, unique_pairs
+from mpo.baselines.normalization import PNormalizer, ZScore, fit_normalizer
+from mpo.baselines.reward_soups import interpolate
 
 
 def length_scorer(prompts, responses):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from baselines.em import initial_assignment, learn_reward_mixture, reassign, user_log_likelihoods
+from mpo.baselines.em import initial_assignment, learn_reward_mixture, reassign, user_log_likelihoods
 from mpo.scorers.reward_model import RewardModelScore
 from test_reward_model import FILLERS, PROMPTS, build_tiny_lm
 

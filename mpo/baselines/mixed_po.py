@@ -107,9 +107,9 @@ def build(ctx, method):
     prompts from the DPO policy, which is also the KL reference."""
     from pathlib import Path
 
-    from baselines.aggregation import WeightedSum
-    from baselines.maxmin_rlhf import pooled_pairs
-    from baselines.rl_common import normalised, objective_reward_models, rl_policy, uniform_or
+    from mpo.baselines.aggregation import WeightedSum
+    from mpo.baselines.maxmin_rlhf import pooled_pairs
+    from mpo.baselines.rl_common import normalised, objective_reward_models, rl_policy, uniform_or
     from mpo.methods import MethodOutput
     from mpo.pipeline import load_policy, model_path, plain, preference_pairs, reference_policy
 

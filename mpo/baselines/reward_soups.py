@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from baselines.aggregation import check_simplex_weights
+from mpo.baselines.aggregation import check_simplex_weights
 from mpo.policies import load_tokenizer
 
 
@@ -87,7 +87,7 @@ def interpolate(model_paths: Sequence[str | Path], weights: Sequence[float], out
 
 def build(ctx, method):
     """Reward Soups (Ramé et al. 2023): the single-objective policies' parameters averaged with λ."""
-    from baselines.rl_common import uniform_or
+    from mpo.baselines.rl_common import uniform_or
     from mpo.methods import MethodOutput, weights_label
     from mpo.pipeline import load_policy, single_policy
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from baselines.rl_common import normalised, objective_reward_models, rl_policy
+from mpo.baselines.rl_common import normalised, objective_reward_models, rl_policy
 from mpo.artifacts import Artifact
 from mpo.config import MaxMinMethod
 from mpo.methods import MethodOutput
@@ -15,7 +15,7 @@ from mpo.pipeline import RunContext, load_policy, model_path, plain, preference_
 
 
 def build(ctx: RunContext, method: MaxMinMethod) -> MethodOutput:
-    from baselines.aggregation import MinOf
+    from mpo.baselines.aggregation import MinOf
 
     models = em_reward_models(ctx, method) if method.em else objective_reward_models(ctx)
     prompts, rewards, samples = normalised(ctx, method.rl, models)
@@ -44,7 +44,7 @@ def em_reward_models(ctx: RunContext, method: MaxMinMethod) -> list[Artifact]:
             "trainer": plain(ctx.cfg.trainer.reward_model), "seed": ctx.cfg.seed}
 
     def build(out: Path) -> dict:
-        from baselines.em import learn_reward_mixture
+        from mpo.baselines.em import learn_reward_mixture
 
         pooled = pooled_pairs(ctx, method.pairs_per_user)
         result = learn_reward_mixture(model_path(reference), pooled, out, n_groups=method.n_groups,

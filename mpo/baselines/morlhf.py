@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from baselines.rl_common import normalised, objective_reward_models, rl_policy, uniform_or
+from mpo.baselines.rl_common import normalised, objective_reward_models, rl_policy, uniform_or
 from mpo.config import MORLHFMethod
 from mpo.methods import MethodOutput, weights_label
 from mpo.pipeline import RunContext, load_policy

@@ -22,7 +22,7 @@ def normalised(ctx: RunContext, rl: RLConfig, models: Sequence[Artifact]) -> tup
 
     Returns the RL prompts, one normalised scorer per reward model, and the samples' artifact.
     """
-    from baselines.normalization import fit_normalizer
+    from mpo.baselines.normalization import fit_normalizer
 
     samples, artifact = reference_samples(ctx, reference_policy(ctx), rl.n_prompts, rl.normalization_samples,
                                           "rl_reference_samples")
