@@ -189,12 +189,12 @@ class ArtifactStore:
             shutil.rmtree(path)
         work = self._work_dir(stage, path)
         log.info("building %s artifact %s", stage, path.name)
-        wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+        wall0, cpu0 = time.perf_counter(), cpu_seconds()
         try:
             info = dict(build(work) or {})
             shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)  # for resuming a build, not part of its output
-            cost = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": _cpu_seconds() - cpu0,
-                    "peak_memory_mb": _peak_memory_mb()}
+            cost = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": cpu_seconds() - cpu0,
+                    "peak_memory_mb": peak_memory_mb()}
             manifest = {
                 "stage": stage, "digest": path.name, "spec": mask(_canonical(spec)), "deps": [d.key for d in deps],
                 "inputs": inputs, "versions": library_versions(), "cost": cost, "info": _canonical(info),
@@ -275,11 +275,11 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     self_, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return self_.ru_utime + self_.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _peak_memory_mb() -> float:
+def peak_memory_mb() -> float:
     """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -42,6 +42,7 @@ from mpo.plots import (  # noqa: F401  (preset_fronts and the plot functions are
     preset_fronts,
     row_objectives,
 )
+from mpo.costs import CATEGORIES as COST_PARTS
 from mpo.stats import t_interval
 
 RESULTS_FILE = "results.json"
@@ -211,8 +212,12 @@ def result_from_wandb(summary: Mapping, config: Mapping, *, run_path: str, job_t
         "min_win_rate_ci": {"low": stat("eval/min_win_rate_ci_low", "min_win_rate_ci_low"),
                             "high": stat("eval/min_win_rate_ci_high", "min_win_rate_ci_high")},
         "min_win_rate_objective": summary.get("min_win_rate_objective"),
+        "kl": {"mean": stat("eval/kl"), "ci_low": stat("eval/kl_ci_low"), "ci_high": stat("eval/kl_ci_high")},
         "cost": {"total": {"seconds": stat("cost/total_seconds", "total_seconds", "cost/total/seconds"),
-                           "cpu_seconds": stat("cost/total_cpu_seconds", "cost/total/cpu_seconds")}},
+                           "cpu_seconds": stat("cost/total_cpu_seconds", "cost/total/cpu_seconds")},
+                 "split": {part: {"cpu_seconds": stat(f"cost/{part}_cpu_seconds"),
+                                  "trained_sequences": stat(f"cost/{part}_trained_sequences")}
+                           for part in COST_PARTS}},
         "wandb": run_path,
     }
 
@@ -318,6 +323,11 @@ def _aggregate(group: list[dict], objectives: list[str], level: float) -> dict:
         row[f"weights/{o}"] = _mean([_as_float((r.get("weights") or {}).get(o)) for r in group])
     put("cost_seconds", [_as_float(r["cost"]["total"].get("seconds")) for r in group])
     put("cost_cpu_seconds", [_as_float(r["cost"]["total"].get("cpu_seconds")) for r in group])
+    for part in COST_PARTS:  # NaN for results.json files from before the split
+        entries = [(r["cost"].get("split") or {}).get(part) or {} for r in group]
+        put(f"cost_{part}_cpu_seconds", [_as_float(e.get("cpu_seconds")) for e in entries])
+        put(f"trained_sequences_{part}", [_as_float(e.get("trained_sequences")) for e in entries])
+    row["singles"] = first.get("singles") or ""
     return row
 
 
@@ -494,7 +504,8 @@ def to_markdown(rows: list[dict], level: float = 0.95) -> str:
     objectives = row_objectives(rows)
     lead = [k for k in ("task", "policy") if _varies(rows, k)]
     header = lead + ["method", "β", "n"] + [f"win-rate {o}" for o in objectives] + ["min win-rate", "KL (nats)"]
-    header += [f"reward {o}" for o in objectives] + ["cost (s)"]
+    header += [f"reward {o}" for o in objectives]
+    header += ["trained seqs: own", "singles", "CPU-s: own", "singles", "evaluation"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [str(r[k]) for k in lead] + [str(r["label"]).replace("|", "\\|"), f"{r['beta']:g}", str(r["n"])]
@@ -502,7 +513,9 @@ def to_markdown(rows: list[dict], level: float = 0.95) -> str:
         cells.append(_fmt_ci(*(r[f"min_win_rate/{s}"] for s in ("mean", "ci_low", "ci_high")), 3))
         cells.append(_fmt_ci(*(r[f"kl/{s}"] for s in ("mean", "ci_low", "ci_high")), 2))
         cells += [_fmt(r[f"reward/{o}/mean"], r[f"reward/{o}/std"], r["n"], 3) for o in objectives]
-        cells.append(_fmt(r["cost_seconds/mean"], r["cost_seconds/std"], r["n"], 1))
+        cells += [_fmt(r[f"trained_sequences_{part}/mean"], _NAN, 1, 0) for part in ("own", "singles")]
+        cells += [_fmt(r[f"cost_{part}_cpu_seconds/mean"], r[f"cost_{part}_cpu_seconds/std"], r["n"], 0)
+                  for part in ("own", "singles", "evaluation")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Win-rate against the reference policy's responses to the same prompt (every pair of responses, "
@@ -511,9 +524,18 @@ def to_markdown(rows: list[dict], level: float = 0.95) -> str:
                  f"{level:.0%} interval over the n per-seed values (df = n − 1; seed-to-seed variation; "
                  "clipped to [0, 1]). KL(π‖π_ref): nats per response on the method's own evaluation samples, "
                  "the same CIs (unclipped). "
-                 "Rewards and cost: mean ± std over seeds. Cost: wall seconds of every stage the method "
-                 "depends on.")
+                 "Rewards and CPU-seconds: mean ± std over seeds. Trained seqs: sequences the method's "
+                 "optimizer steps saw (a preference pair = 2, an RL completion = 1; trainer.budget) in its own "
+                 "stages and in the single-objective policies it uses. CPU-s (all threads, process time): own = "
+                 "the method's own stages, i.e. its cost once the single policies exist; singles = training the "
+                 "π_k it uses; evaluation = sampling and scoring its responses. The shared stages (data, SFT "
+                 f"reference, reference samples, pairs) cost {_shared_cpu(rows)} CPU-s, paid once for all rows.")
     return "\n".join(lines) + "\n"
+
+
+def _shared_cpu(rows: list[dict]) -> str:
+    values = [r["cost_shared_cpu_seconds/mean"] for r in rows if not math.isnan(r["cost_shared_cpu_seconds/mean"])]
+    return f"{max(values):.0f}" if values else "–"
 
 
 def _paired_objectives(rows: list[dict]) -> list[str]:

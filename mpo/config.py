@@ -118,6 +118,10 @@ class PolicyConfig:
 
 
 # ---------------------------------------------------------------- method
+# how the single-objective policies π_k are trained (method.singles)
+SINGLES = ("dpo", "rl")
+
+
 @dataclass
 class MethodConfig:
     _target_: str = MISSING
@@ -137,6 +141,11 @@ class SingleMethod(MethodConfig):
     # which objective's DPO policy to evaluate: its name, or its position in task.objectives ("0", "1", ...)
     # so that a sweep over methods can list single_0, single_1 whatever the task's objectives are called
     objective: str = MISSING
+    # how π_k is trained: "dpo" on its pairs, or "rl" on its own reward model (the RL baselines' RLConfig)
+    singles: str = "dpo"
+
+    def __post_init__(self) -> None:
+        check_choice(self.singles, "method.singles", SINGLES)
 
 
 @dataclass
@@ -195,8 +204,11 @@ class MPOMethod(MethodConfig):
     # for, from num_candidates token-level draws per response; "token": the token-level mixture (one draw)
     decoding: str = "sequence"
     num_candidates: int = 64
+    # the π_k it mixes: "dpo" on each objective's pairs, or "rl" on each objective's reward model
+    singles: str = "dpo"
 
     def __post_init__(self) -> None:
+        check_choice(self.singles, "method.singles", SINGLES)
         check_choice(self.decoding, "method.decoding", ("token", "sequence"))
         check_choice(self.solver, "method.solver", ("exact", "bsmd"))
 
@@ -243,6 +255,11 @@ class RewardSoupsMethod(MethodConfig):
     _target_: str = "mpo.baselines.reward_soups.build"
     name: str = "reward_soups"
     weights: Optional[list[float]] = None
+    # the π_k it interpolates: "dpo" or "rl" (as MPO's)
+    singles: str = "dpo"
+
+    def __post_init__(self) -> None:
+        check_choice(self.singles, "method.singles", SINGLES)
 
 
 @dataclass
@@ -253,16 +270,31 @@ class MixedPOMethod(MethodConfig):
     # easy pairs: scalarised reward-model gap above `threshold`, or in the top `quantile` if threshold is null
     threshold: Optional[float] = None
     quantile: float = 0.5
+    # share of trainer.budget.steps spent by the DPO stage; the RL stage gets the rest (one budget in all)
+    dpo_share: float = 0.5
     rl: RLConfig = field(default_factory=RLConfig)
 
     def __post_init__(self) -> None:
         if not 0 < self.quantile < 1:
             raise ConfigError(f"method.quantile={self.quantile} must lie in (0, 1)")
+        if not 0 < self.dpo_share < 1:
+            raise ConfigError(f"method.dpo_share={self.dpo_share} must lie in (0, 1)")
 
 
 # ---------------------------------------------------------------- the rest
 @dataclass
+class BudgetConfig:
+    # optimizer steps of every trained stage after SFT (each DPO policy, each reward model, each RL run;
+    # Mixed-PO's DPO and RL stages share one budget); null: each stage's own trainer keywords decide
+    steps: Optional[int] = 60
+    # sequences per optimizer step: a preference pair counts 2 (DPO, reward models), an RL completion 1
+    sequences_per_step: int = 64
+
+
+@dataclass
 class TrainerConfig:
+    # one budget for every trained stage (mpo.budget); it sets max_steps and the batch of dpo, reward_model, rl
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     # keyword arguments for each TRL stage's *Config (on top of mpo.training.common.trl_kwargs)
     sft: dict[str, Any] = field(default_factory=dict)
     dpo: dict[str, Any] = field(default_factory=dict)
@@ -370,7 +402,20 @@ def validate(cfg: Config) -> Config:
     if drop is not None and weights is not None and weights[objectives.index(drop)] >= 1.0:
         raise ConfigError(f"method.weights={list(weights)} puts all the weight on method.drop={drop!r}, so nothing "
                           "is left to mix: give the other objectives weight, or drop another objective")
+    apply_budget(cfg.trainer)
     return cfg
+
+
+def apply_budget(trainer: TrainerConfig) -> None:
+    """Set max_steps and the batch of every budgeted stage from ``trainer.budget`` (mpo.budget)."""
+    from mpo.budget import SEQUENCES_PER_EXAMPLE, budgeted, world_size
+
+    budget = trainer.budget
+    if budget.steps is None:
+        return
+    for stage in SEQUENCES_PER_EXAMPLE:
+        setattr(trainer, stage, budgeted(stage, getattr(trainer, stage), budget.steps, budget.sequences_per_step,
+                                         world_size()))
 
 
 def load_config(cfg: DictConfig) -> Config:

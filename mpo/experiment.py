@@ -12,8 +12,9 @@ from typing import Any
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from mpo.artifacts import ArtifactStore, json_safe, write_json
+from mpo.artifacts import ArtifactStore, cpu_seconds, json_safe, peak_memory_mb, write_json
 from mpo.config import Config, load_config
+from mpo.costs import summary as cost_summary
 from mpo.evaluation import Samples, evaluate, objective_correlations, reference_seed, score_all
 from mpo.masking import mask_overrides
 from mpo.pipeline import RunContext, decoding, load_policy, plain, reference_policy, reference_samples_on, task_data
@@ -88,11 +89,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx = RunContext(config, ArtifactStore(config.paths.artifacts, lock_timeout=config.lock_timeout), tracker)
         reference, reference_scores = reference_evaluation(ctx)
         output = get_method(config.method._target_)(ctx, config.method)
-        eval0 = time.perf_counter()
+        eval0, eval_cpu0 = time.perf_counter(), cpu_seconds()
         metrics = evaluate(output.policy, reference, reference_scores, ctx.scorers, decoding(ctx),
                            resamples=config.eval.bootstrap, level=config.eval.ci, n_show=config.eval.n_show_samples,
                            reference_policy=load_policy(ctx, reference_policy(ctx)))
-        ctx.costs["evaluation"] = {"seconds": time.perf_counter() - eval0, "reused": False}
+        ctx.costs["evaluation"] = {"seconds": time.perf_counter() - eval0, "cpu_seconds": cpu_seconds() - eval_cpu0,
+                                   "peak_memory_mb": peak_memory_mb(), "category": "evaluation", "reused": False}
         results = assemble(config, output, metrics, ctx.costs, job, run_dir, tracker.run_path)
         # how much the objectives conflict for the reference policy (its own held-out samples)
         results["reference_correlation"] = objective_correlations(reference_scores)
@@ -110,10 +112,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def assemble(config: Config, output, metrics: dict, costs: dict, job: dict, run_dir: Path, wandb_path) -> dict:
-    total = {
-        "seconds": sum(v.get("seconds", 0.0) for v in costs.values()),
-        "cpu_seconds": sum(v.get("cpu_seconds", 0.0) for v in costs.values()),
-    }
     return {
         "method": config.method.name,
         "label": output.label,
@@ -127,7 +125,9 @@ def assemble(config: Config, output, metrics: dict, costs: dict, job: dict, run_
         **{k: metrics[k] for k in ("reward", "reward_reference", "reward_delta", "win_rate", "min_win_rate",
                                    "min_win_rate_ci", "min_win_rate_objective", "kl", "mean_response_words",
                                    "per_prompt")},
-        "cost": {**costs, "total": total},
+        "singles": getattr(config.method, "singles", None),
+        "budget": plain(config.trainer.budget),
+        "cost": cost_summary(costs),
         "method_info": output.info,
         "method_config": plain(config.method),
         "samples": metrics["samples"],

@@ -50,6 +50,8 @@ def mpo_label(method: MPOMethod, weights: list[float]) -> str:
     default = MPOMethod()
     if method.decoding != default.decoding or method.num_candidates != default.num_candidates:
         tags.append("token" if method.decoding == "token" else f"seq×{method.num_candidates}")
+    if method.singles != "dpo":
+        tags.append(f"{method.singles}-singles")
     if tags:
         label += "[" + ",".join(tags) + "]"
     if method.drop is not None:
@@ -63,7 +65,8 @@ def reference(ctx: RunContext, method: ReferenceMethod) -> MethodOutput:
 
 def single(ctx: RunContext, method: SingleMethod) -> MethodOutput:
     artifact = single_policy(ctx, method.objective)
-    return MethodOutput(load_policy(ctx, artifact), label=f"single[{method.objective}]", info=artifact.info)
+    name = "single" if method.singles == "dpo" else f"single_{method.singles}"
+    return MethodOutput(load_policy(ctx, artifact), label=f"{name}[{method.objective}]", info=artifact.info)
 
 
 def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +25,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mpo.artifacts import Artifact, ArtifactStore
-from mpo.config import Config
+from mpo.config import Config, RLConfig
+from mpo.costs import category
 from mpo.evaluation import Samples, sample
 from mpo.policies import Decoding, HFPolicy
 from mpo.scoring import build_scorer
@@ -53,6 +55,8 @@ class RunContext:
     store: ArtifactStore
     tracker: Any = None  # mpo.tracking.Tracker; None in unit tests
     costs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the cost category (mpo.costs) of the stages recorded now; shared stages are told by name
+    charge: str = "own"
 
     @property
     def objectives(self) -> list[str]:
@@ -63,14 +67,26 @@ class RunContext:
         """One checked scorer per objective (`mpo.scoring`): a bad score stops the run, naming the objective."""
         return {name: build_scorer(name, plain(obj.scorer)) for name, obj in self.cfg.task.objectives.items()}
 
+    @contextmanager
+    def charged_to(self, charge: str) -> Iterator[None]:
+        """Charge the stages recorded inside to ``charge`` (e.g. "singles"), unless already recorded."""
+        previous, self.charge = self.charge, charge
+        try:
+            yield
+        finally:
+            self.charge = previous
+
     def record(self, name: str, artifact: Artifact) -> Artifact:
         """Remember a stage this method used, with what it cost to build (paid once, maybe by another run)."""
         cost = artifact.cost
-        built_here = name in self.costs and not self.costs[name]["reused"]  # later look-ups find our own build
+        earlier = self.costs.get(name)
+        built_here = earlier is not None and not earlier["reused"]  # later look-ups find our own build
         self.costs[name] = {
             "seconds": cost.get("wall_seconds", 0.0),
             "cpu_seconds": cost.get("cpu_seconds", 0.0),
             "peak_memory_mb": cost.get("peak_memory_mb", 0.0),
+            "trained_sequences": int(artifact.info.get("trained_sequences", 0)),
+            "category": earlier["category"] if earlier else category(name, self.charge),
             "reused": artifact.reused and not built_here,
             "artifact": artifact.key,
         }
@@ -273,7 +289,26 @@ def label_pairs(samples: Samples, scorer: Callable, labeling: str, temperature: 
 
 # ---------------------------------------------------------------- trained stages
 def single_policy(ctx: RunContext, objective: str) -> Artifact:
-    """π_k: DPO from the reference on objective k's pairs, with the task's β."""
+    """π_k, charged to the run's "singles" cost: DPO from the reference on objective k's pairs, or with
+    ``method.singles=rl`` RL from the reference on objective k's normalised reward model; the task's β."""
+    with ctx.charged_to("singles"):
+        if getattr(ctx.cfg.method, "singles", "dpo") == "rl":
+            return rl_single_policy(ctx, objective)
+        return dpo_single_policy(ctx, objective)
+
+
+def rl_single_policy(ctx: RunContext, objective: str) -> Artifact:
+    """RL (the RL baselines' default settings, `RLConfig`) on objective k's reward model alone."""
+    from mpo.baselines.rl_common import normalised, rl_policy
+
+    rl = RLConfig()
+    model = reward_model(ctx, objective)
+    prompts, (reward,), samples = normalised(ctx, rl, [model])
+    return rl_policy(ctx, f"single_rl_{objective}", {"method": "single", "objective": objective}, rl, prompts,
+                     [reward], [1.0], [model, samples])
+
+
+def dpo_single_policy(ctx: RunContext, objective: str) -> Artifact:
     reference = reference_policy(ctx)
     pairs, pairs_artifact = preference_pairs(ctx, objective)
     spec = {"beta": ctx.cfg.task.beta, "trainer": plain(ctx.cfg.trainer.dpo), "seed": ctx.cfg.seed}

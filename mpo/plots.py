@@ -155,15 +155,28 @@ def plot_kl(rows: list[dict], path: Path) -> Path:
 
 
 def plot_cost(rows: list[dict], path: Path) -> Path:
-    fig = _new_figure(7, max(3.0, 0.35 * len(rows) + 1))
+    """CPU-seconds per row, stacked: the single policies it uses, its own stages, its evaluation (mpo.costs);
+    the shared stages, paid once for all rows, are named in the axis label. Rows from results.json files that
+    predate the split show their total wall seconds instead."""
+    fig = _new_figure(7.5, max(3.0, 0.35 * len(rows) + 1.2))
     ax = fig.add_subplot()
     ys = list(range(len(rows)))
-    colors = _method_colors(r["method"] for r in rows)
-    ax.barh(ys, _nan0(r["cost_seconds/mean"] for r in rows), xerr=_nan0(r["cost_seconds/std"] for r in rows),
-            color=[colors[r["method"]] for r in rows], capsize=2)
+    split = all(not math.isnan(r.get("cost_own_cpu_seconds/mean", math.nan)) for r in rows)
+    if split:
+        left = [0.0] * len(rows)
+        for part, color in (("singles", "#9ecae1"), ("own", "#3182bd"), ("evaluation", "#fdae6b")):
+            widths = _nan0(r[f"cost_{part}_cpu_seconds/mean"] for r in rows)
+            ax.barh(ys, widths, left=left, color=color, label=part)
+            left = [a + b for a, b in zip(left, widths)]
+        shared = max(_nan0(r["cost_shared_cpu_seconds/mean"] for r in rows))
+        ax.set_xlabel(f"CPU-seconds (all threads); shared stages: {shared:.0f} CPU-s, paid once for all rows")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    else:
+        colors = _method_colors(r["method"] for r in rows)
+        ax.barh(ys, _nan0(r["cost_seconds/mean"] for r in rows), color=[colors[r["method"]] for r in rows])
+        ax.set_xlabel("total wall seconds (all stages the method depends on)")
     ax.set_yticks(ys, _names(rows), fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("total wall seconds (all stages the method depends on)")
     ax.grid(axis="x", alpha=0.3)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path

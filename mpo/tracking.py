@@ -344,16 +344,21 @@ def _min_win_rate_ci(results: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _cost_metrics(results: Mapping[str, Any]) -> dict[str, float]:
-    cost = dict(results.get("cost") or {})
-    total = cost.pop("total", None)
-    metrics = {f"cost/{stage}_seconds": entry["seconds"] for stage, entry in cost.items()}
-    metrics.update({f"cost/{stage}_cpu_seconds": entry["cpu_seconds"]
-                    for stage, entry in cost.items() if "cpu_seconds" in entry})
-    if total is None:
-        total = {"seconds": sum(entry["seconds"] for entry in cost.values())}
-    metrics["cost/total_seconds"] = total["seconds"]
-    if "cpu_seconds" in total:
-        metrics["cost/total_cpu_seconds"] = total["cpu_seconds"]
+    """``cost/<stage>_seconds`` (+ ``_cpu_seconds``) per stage, ``cost/<category>_…`` per category of the split
+    (shared, singles, own, evaluation; mpo.costs) and ``cost/total_…``."""
+    from mpo.costs import stages
+
+    cost = results.get("cost") or {}
+    metrics: dict[str, float] = {}
+    parts = {**stages(cost), **(cost.get("split") or {})}
+    if cost.get("total") is not None:
+        parts["total"] = cost["total"]
+    else:
+        parts["total"] = {"seconds": sum(entry["seconds"] for entry in stages(cost).values())}
+    for name, entry in parts.items():
+        for key in ("seconds", "cpu_seconds", "trained_sequences"):
+            if _number(entry.get(key)) is not None:
+                metrics[f"cost/{name}_{key}"] = entry[key]
     return metrics
 
 
@@ -401,9 +406,11 @@ def _summary(results: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("reward", "reward_delta"):
         summary.update({f"{key}/{k}": v for k, v in (results.get(key) or {}).items()})
     summary.update({f"weight/{k}": v for k, v in (results.get("weights") or {}).items()})
-    total = (results.get("cost") or {}).get("total")
-    if total is not None:
-        summary["total_seconds"] = total["seconds"]
+    cost = results.get("cost") or {}
+    if cost.get("total") is not None:
+        summary["total_seconds"] = cost["total"]["seconds"]
+    if cost.get("given_singles") is not None:
+        summary["given_singles_cpu_seconds"] = cost["given_singles"]["cpu_seconds"]
     return summary
 
 

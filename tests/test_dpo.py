@@ -71,6 +71,8 @@ def test_dpo_raises_chosen_over_rejected_relative_to_reference(dpo_run):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert metrics["eval/reward_accuracy"] > 0.5 and metrics["eval/reward_margin"] > 0
     assert metrics["train/loss"] < 0.69  # below log 2, the loss of an untrained policy
+    # a pair is two sequences: the budget's unit (mpo.budget)
+    assert metrics["trained_sequences"] == 2 * DPO_ARGS["max_steps"] * DPO_ARGS["per_device_train_batch_size"]
 
 
 def test_beta_reaches_trl_and_scales_eval_margin(dpo_run):

@@ -69,6 +69,7 @@ def test_reward_model_learns_held_out_preference(trained_rm):
     assert metrics["eval/accuracy"] > 0.8, metrics
     assert metrics["eval/margin"] > 0
     assert metrics["train/steps"] == RM_ARGS["max_steps"]
+    assert metrics["trained_sequences"] == 2 * RM_ARGS["max_steps"] * RM_ARGS["per_device_train_batch_size"]
     assert 0 < metrics["train/loss"] < 0.69  # below chance level log 2
 
 

@@ -82,6 +82,7 @@ def test_rl_raises_the_reward_it_optimises(policy, tmp_path, algorithm, steps):
     before, after = sampled_reward(policy), sampled_reward(tmp_path / "rl")
     assert after > before + 0.5, (before, after)
     assert metrics["steps"] == steps
+    assert metrics["trained_sequences"] == steps * 16  # completions seen by the optimizer steps (mpo.budget)
     assert metrics["reward_end"] > metrics["reward_start"]
     assert math.isfinite(metrics["kl_final"]) and metrics["kl_max"] > 0
     assert {"eval_reward_initial", "eval_reward_final", "train_seconds"} <= metrics.keys()

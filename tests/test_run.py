@@ -61,6 +61,7 @@ def test_reference_run_results_and_wandb_files(store):
     # the reference against itself: its KL is exactly 0 (same model, same sampled ids)
     assert results["kl"]["mean"] == 0.0 and results["kl"]["estimator"] == "exact density"
     assert logged["summary"]["eval/kl"] == 0.0
+    assert logged["summary"]["cost/shared_cpu_seconds"] == pytest.approx(results["cost"]["split"]["shared"]["cpu_seconds"])
     assert logged["summary"]["eval/min_win_rate_ci_low"] == pytest.approx(results["min_win_rate_ci"]["low"])
     assert logged["summary"]["eval/min_win_rate_ci_high"] == pytest.approx(results["min_win_rate_ci"]["high"])
     for k in results["objectives"]:
@@ -102,28 +103,57 @@ def test_mpo_preset_weights_and_drop(store):
     preset, _ = run_method(store, "mpo-preset", "method=mpo", "logger=none", "method.weights=[0.25,0.75]")
     assert preset["weights"] == {"sentiment": 0.25, "conciseness": 0.75} and preset["weights_source"] == "preset"
     assert "log_ratios" not in preset["cost"] and preset["label"] == "mpo[w=0.25,0.75]"
+    assert preset["cost"]["split"]["singles"]["stages"] == ["single_sentiment", "single_conciseness"]
+    assert preset["cost"]["split"]["own"]["cpu_seconds"] == 0 and preset["singles"] == "dpo"
     dropped, _ = run_method(store, "mpo-drop", "method=mpo", "logger=none", "method.weights=[0.25,0.75]",
                             "method.drop=sentiment")
     assert dropped["weights"] == {"sentiment": 0.0, "conciseness": 1.0} and dropped["label"].endswith("[-sentiment]")
 
 
-@pytest.mark.parametrize("method,stages", [
-    ("single_0", ["single_sentiment"]),
-    ("reward_soups", ["single_sentiment", "single_conciseness", "soup"]),
-    ("morlhf", ["reward_model_sentiment", "reward_model_conciseness", "rl_morlhf"]),
-    ("maxmin_rlhf", ["reward_model_sentiment", "reward_model_conciseness", "rl_maxmin"]),
-    ("mixed_po", ["reward_model_sentiment", "dpo_easy", "rl_mixed_po"]),
+# one budget (experiment=smoke: 6 steps x 16 sequences = 96) per trained stage: (singles, own) budgets per method
+BUDGET = 96
+
+
+@pytest.mark.parametrize("method,stages,budgets", [
+    ("single_0", ["single_sentiment"], (1, 0)),
+    ("reward_soups", ["single_sentiment", "single_conciseness", "soup"], (2, 0)),
+    ("morlhf", ["reward_model_sentiment", "reward_model_conciseness", "rl_morlhf"], (0, 3)),
+    ("maxmin_rlhf", ["reward_model_sentiment", "reward_model_conciseness", "rl_maxmin"], (0, 3)),
+    # its DPO and RL stages share one budget
+    ("mixed_po", ["reward_model_sentiment", "dpo_easy", "rl_mixed_po"], (0, 3)),
 ])
-def test_every_method_runs_through_shared_evaluation(store, method, stages):
+def test_every_method_runs_through_shared_evaluation(store, method, stages, budgets):
     results, _ = run_method(store, method, f"method={method}", "logger=none")
     assert all(key in results for key in REQUIRED)
     assert set(stages) <= set(results["cost"])
     assert results["cost"]["total"]["seconds"] >= sum(results["cost"][s]["seconds"] for s in stages)
+    split = results["cost"]["split"]
+    assert {"reference", "reference_samples", "pairs_sentiment"} <= set(split["shared"]["stages"])
+    assert (split["singles"]["trained_sequences"], split["own"]["trained_sequences"]) == tuple(
+        BUDGET * b for b in budgets)
+    assert results["cost"]["given_singles"]["cpu_seconds"] == split["own"]["cpu_seconds"]
+    assert split["evaluation"]["stages"] == ["evaluation"] and split["evaluation"]["cpu_seconds"] > 0
     kl = results["kl"]
     assert kl["estimator"] == "exact density" and kl["ci_low"] <= kl["mean"] <= kl["ci_high"]
     if method.endswith(("rlhf", "_po")):
         rl = results["method_info"]["rl"]
         assert math.isfinite(rl["kl_final"]) and rl["steps"] > 0
+
+
+def test_rl_singles_are_mixed_and_charged_to_singles(store):
+    """method.singles=rl: each π_k is RL on its own reward model; MPO mixes those, and the reward models and
+    RL runs are the singles' cost (one budget each), not MPO's own."""
+    results, _ = run_method(store, "mpo-rl-singles", "method=mpo", "logger=none", "method.singles=rl",
+                            "method.weights=[0.5,0.5]")
+    assert results["label"] == "mpo[w=0.50,0.50][rl-singles]" and results["singles"] == "rl"
+    singles = results["cost"]["split"]["singles"]
+    assert {"single_rl_sentiment", "single_rl_conciseness", "reward_model_sentiment"} <= set(singles["stages"])
+    assert singles["trained_sequences"] == 4 * BUDGET  # two reward models, two RL runs
+    assert results["cost"]["split"]["own"]["trained_sequences"] == 0
+    single, _ = run_method(store, "single-rl", "method=single_1", "logger=none", "method.singles=rl")
+    assert single["label"] == "single_rl[conciseness]"
+    # the same RL policy, built once and reused
+    assert single["cost"]["single_rl_conciseness"]["artifact"] == results["cost"]["single_rl_conciseness"]["artifact"]
 
 
 def test_dead_wandb_connection_loses_nothing(store, monkeypatch):

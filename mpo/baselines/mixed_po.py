@@ -101,6 +101,17 @@ def hard_prompts(hard_pairs: Dataset) -> list[str]:
     return list(dict.fromkeys(hard_pairs["prompt"]))
 
 
+def shared_budget(trainer, dpo_share: float) -> tuple[dict, dict]:
+    """trainer.dpo and trainer.rl with one budget between them: ``dpo_share`` of trainer.budget.steps for the
+    DPO stage, the rest for RL (each stage keeps its batch). Without a budget, each stage's own max_steps."""
+    from mpo.budget import split_steps
+
+    dpo, rl = dict(trainer.dpo), dict(trainer.rl)
+    if trainer.budget.steps is not None:
+        dpo["max_steps"], rl["max_steps"] = split_steps(trainer.budget.steps, dpo_share)
+    return dpo, rl
+
+
 def build(ctx, method):
     """Mixed-PO on the union of every objective's pairs: DPO from the reference on the pairs the scalarised,
     normalised reward models agree with by a large margin ("easy"), then RL on the remaining ("hard")
@@ -123,21 +134,22 @@ def build(ctx, method):
     pairs, gaps = unique_pairs(pairs, gaps)
     easy, hard = split_pairs(pairs, gaps, threshold=method.threshold, quantile=method.quantile)
     reference = reference_policy(ctx)
+    dpo_args, rl_args = shared_budget(ctx.cfg.trainer, method.dpo_share)
     spec = {"weights": weights, "threshold": method.threshold, "quantile": method.quantile,
             "normalization": method.rl.normalization, "beta": ctx.cfg.task.beta,
-            "trainer": plain(ctx.cfg.trainer.dpo), "seed": ctx.cfg.seed}
+            "trainer": plain(dpo_args), "seed": ctx.cfg.seed}
 
     def train_easy(out: Path) -> dict:
         from mpo.training.dpo import train_dpo
 
         return {"easy_pairs": len(easy), "hard_pairs": len(hard),
-                **train_dpo(model_path(reference), easy, out, beta=ctx.cfg.task.beta, trl_args=ctx.cfg.trainer.dpo,
+                **train_dpo(model_path(reference), easy, out, beta=ctx.cfg.task.beta, trl_args=dpo_args,
                             callbacks=ctx.callbacks("dpo_easy"), seed=ctx.cfg.seed)}
 
     deps = [reference, samples, *models, *(preference_pairs(ctx, k)[1] for k in ctx.objectives)]
     dpo = ctx.build("dpo_easy", "mixed_po_dpo", spec, train_easy, deps)
     policy = rl_policy(ctx, "rl_mixed_po", {"method": "mixed_po", "weights": weights}, method.rl,
-                       hard_prompts(hard), rewards, weights, [*models, samples], start=dpo)
+                       hard_prompts(hard), rewards, weights, [*models, samples], start=dpo, trl_args=rl_args)
     info = {"pooled_pairs": pooled, "easy_pairs": len(easy), "hard_pairs": len(hard), "dpo": dpo.info,
             "rl": policy.info}
     return MethodOutput(load_policy(ctx, policy), label="mixed_po", weights=dict(zip(ctx.objectives, weights)),

@@ -96,5 +96,7 @@ def build(ctx, method):
     soup = ctx.build("soup", "reward_soup", {"weights": weights},
                      lambda out: interpolate([s.path for s in singles], weights, out), singles)
     label = "reward_soups" if method.weights is None else weights_label("reward_soups", weights)
+    if method.singles != "dpo":
+        label += f"[{method.singles}-singles]"
     return MethodOutput(load_policy(ctx, soup), label=label, weights=dict(zip(ctx.objectives, weights)),
                         weights_source="preset")

@@ -46,10 +46,13 @@ def rl_policy(
     reward_weights: Sequence[float] | None,
     deps: Sequence[Artifact],
     start: Artifact | None = None,
+    trl_args: dict[str, Any] | None = None,
 ) -> Artifact:
-    """RL from ``start`` (default: the reference), which is also the KL reference, with the task's β."""
+    """RL from ``start`` (default: the reference), which is also the KL reference, with the task's β and
+    ``trl_args`` (default: ``trainer.rl``, which carries the budget)."""
     start = start or reference_policy(ctx)
-    full_spec = {**spec, "rl": plain(rl), "trainer": plain(ctx.cfg.trainer.rl), "beta": ctx.cfg.task.beta,
+    trl_args = dict(ctx.cfg.trainer.rl if trl_args is None else trl_args)
+    full_spec = {**spec, "rl": plain(rl), "trainer": plain(trl_args), "beta": ctx.cfg.task.beta,
                  "seed": ctx.cfg.seed}
 
     def build(out: Path) -> dict:
@@ -57,7 +60,7 @@ def rl_policy(
 
         eval_prompts = prompts[: min(64, len(prompts))]
         return train_rl(model_path(start), prompts, reward_funcs, out, beta=ctx.cfg.task.beta,
-                        algorithm=rl.algorithm, reward_weights=reward_weights, trl_args=ctx.cfg.trainer.rl,
+                        algorithm=rl.algorithm, reward_weights=reward_weights, trl_args=trl_args,
                         callbacks=ctx.callbacks(name), seed=ctx.cfg.seed, eval_prompts=eval_prompts)
 
     return ctx.build(name, "rl_policy", full_spec, build, [start, *deps])

@@ -40,16 +40,20 @@ def trl_kwargs(args: Mapping[str, Any], out_dir: Path, seed: int = 0) -> dict[st
     return {**defaults, **dict(args)}
 
 
-def train_and_save(trainer, out_dir: Path, logged: Sequence[str] = ()) -> dict[str, float]:
+def train_and_save(trainer, out_dir: Path, stage: str, logged: Sequence[str] = ()) -> dict[str, float]:
     """Train, save model + tokenizer into ``out_dir``, drop TRL's empty output_dir, and return the loss,
-    step count, runtime and the last logged value of each key in ``logged`` (as ``train/<key>``)."""
+    step count, sequences trained on (``stage``: "dpo" or "reward_model", mpo.budget), runtime and the last
+    logged value of each key in ``logged`` (as ``train/<key>``)."""
+    from mpo.budget import trained_sequences
+
     result = train_from_checkpoint(trainer)
     save_model(trainer, out_dir)  # model + tokenizer (processing_class)
     trainer_dir = Path(trainer.args.output_dir)
     if trainer_dir.is_dir() and not any(trainer_dir.iterdir()):
         trainer_dir.rmdir()  # TRL creates it even with save_strategy="no"
     metrics = {"train/loss": float(result.training_loss), "train/steps": float(result.global_step),
-               "train/runtime_seconds": float(result.metrics.get("train_runtime", 0.0))}
+               "train/runtime_seconds": float(result.metrics.get("train_runtime", 0.0)),
+               "trained_sequences": trained_sequences(trainer, stage)}
     for key in logged:
         values = [row[key] for row in trainer.state.log_history if key in row]
         if values:

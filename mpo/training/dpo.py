@@ -61,7 +61,7 @@ def train_dpo(
         callbacks=list(callbacks),
     )
     metrics = {"beta": float(beta),
-               **train_and_save(trainer, out_dir, logged=("rewards/accuracies", "rewards/margins"))}
+               **train_and_save(trainer, out_dir, "dpo", logged=("rewards/accuracies", "rewards/margins"))}
     del trainer
     if eval_pairs is not None and len(eval_pairs) > 0:
         metrics.update(evaluate_implicit_reward(out_dir, reference_path, eval_pairs, beta=beta))

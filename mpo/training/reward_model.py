@@ -52,7 +52,7 @@ def train_reward_model(
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
-    metrics = train_and_save(trainer, out_dir, logged=("accuracy", "margin"))
+    metrics = train_and_save(trainer, out_dir, "reward_model", logged=("accuracy", "margin"))
     del trainer
     if eval_pairs is not None and len(eval_pairs) > 0:
         metrics.update(evaluate_reward_model(out_dir, eval_pairs))

@@ -193,6 +193,8 @@ def train_rl(
     """
     from datasets import Dataset
 
+    from mpo.budget import trained_sequences
+
     out_dir = Path(out_dir)
     config = _build_config(algorithm, beta, reward_weights, trl_args, out_dir, seed)
     funcs = _reward_funcs(reward_funcs)
@@ -207,6 +209,7 @@ def train_rl(
     trainer.processing_class.save_pretrained(str(out_dir))
     metrics = _training_metrics(trainer.state.log_history, trainer.state.global_step)
     metrics["train_seconds"] = seconds
+    metrics["trained_sequences"] = trained_sequences(trainer, "rl")
     if eval_prompts:
         decoding = Decoding(max_new_tokens=config.max_completion_length, temperature=config.temperature, seed=seed)
         metrics["eval_reward_initial"] = mean_reward(policy_path, eval_prompts, reward_funcs, reward_weights, decoding)
