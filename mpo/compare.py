@@ -43,6 +43,7 @@ from mpo.plots import (  # noqa: F401  (preset_fronts and the plot functions are
     row_objectives,
 )
 from mpo.costs import CATEGORIES as COST_PARTS
+from mpo.report import write_report
 from mpo.stats import t_interval
 
 RESULTS_FILE = "results.json"
@@ -653,11 +654,15 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     first = Path(args.paths[0]) if args.paths else None
     out_dir = Path(args.out) if args.out else first if first is not None and first.is_dir() else Path.cwd()
     written = write_outputs(rows, results, out_dir, level=args.level)
+    markdown = None
     if paired is not None:
         markdown = paired_markdown(paired, args.baseline, resamples=args.resamples, level=args.level,
                                    seed=args.bootstrap_seed)
         print(markdown)
         written.update(write_paired(paired, markdown, args.baseline, out_dir))
+    command = " ".join(["python -m mpo.compare", *(argv if argv is not None else sys.argv[1:])])
+    written["report"] = write_report(rows, to_markdown(rows, level=args.level), paired, markdown, args.baseline,
+                                     written, out_dir, command)
     for path in written.values():
         print(f"wrote {path}", file=sys.stderr)
     return written

@@ -255,11 +255,16 @@ class RewardSoupsMethod(MethodConfig):
     _target_: str = "mpo.baselines.reward_soups.build"
     name: str = "reward_soups"
     weights: Optional[list[float]] = None
+    # "mpo": interpolate with MPO's max-min weights λ̂ (MPO's default estimator and solver) instead of `weights`
+    weights_from: Optional[str] = None
     # the π_k it interpolates: "dpo" or "rl" (as MPO's)
     singles: str = "dpo"
 
     def __post_init__(self) -> None:
         check_choice(self.singles, "method.singles", SINGLES)
+        check_choice(self.weights_from, "method.weights_from", (None, "mpo"))
+        if self.weights_from is not None and self.weights is not None:
+            raise ConfigError("method.weights and method.weights_from=mpo both set the soup's weights: keep one")
 
 
 @dataclass

@@ -106,7 +106,7 @@ def _max_min_weights(ctx: RunContext, method: MPOMethod, objectives: list[str]):
     weights, info = solve(tensor, method.solver, method.bsmd, beta=ctx.cfg.task.beta, seed=ctx.cfg.seed,
                           min_ess_fraction=method.estimator.min_ess_fraction)
     ctx.costs["solve"] = {"seconds": time.perf_counter() - started[0], "cpu_seconds": time.process_time() - started[1],
-                          "peak_memory_mb": 0.0, "reused": False, "artifact": None}
+                          "peak_memory_mb": 0.0, "category": ctx.charge, "reused": False, "artifact": None}
     named = lambda values: dict(zip(objectives, map(float, values)))  # noqa: E731
     for key in ("weights_exact", "weights_bsmd", "certificate", "self_check_mixture", "self_check_reference_only"):
         if info.get(key) is not None:

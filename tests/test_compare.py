@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mpo import compare
+from mpo.costs import summary as cost_summary
 
 OBJECTIVES = ["sentiment", "conciseness"]
 SEEDS = [0, 1]
@@ -43,9 +44,13 @@ def make_result(method: str, label: str, seed: int, *, beta: float = 0.1, object
         "min_win_rate": win[worst], "min_win_rate_objective": worst,
         "min_win_rate_ci": {"low": win[worst] - 0.06, "high": win[worst] + 0.05, "level": 0.95},
         "per_prompt": {"prompts_sha256": FINGERPRINT, "n_prompts": N_PROMPTS, "seed": seed, "win_rate": per_prompt},
-        "cost": {"reference": {"seconds": 12.3, "cpu_seconds": 20.1, "reused": True},
-                 "evaluation": {"seconds": 3.0, "cpu_seconds": 5.0},
-                 "total": {"seconds": rng.uniform(10, 100), "cpu_seconds": rng.uniform(20, 200)}},
+        "cost": cost_summary({
+            "reference": {"seconds": 12.3, "cpu_seconds": 20.1, "reused": True, "category": "shared"},
+            "single_x": {"seconds": 8.0, "cpu_seconds": rng.uniform(10, 20), "category": "singles",
+                         "trained_sequences": 3840},
+            "own_stage": {"seconds": 9.0, "cpu_seconds": rng.uniform(5, 50), "category": "own",
+                          "trained_sequences": 7680},
+            "evaluation": {"seconds": 3.0, "cpu_seconds": 5.0, "category": "evaluation"}}),
         "method_info": {}, "samples": [{"prompt": "p", "response": "r", "reference": "q"}],
         "overrides": [f"method={method}", f"seed={seed}"], "job_num": job_num, "run_dir": "", "wandb": None,
         "kl": (lambda m: {"mean": m, "ci_low": m - 0.3, "ci_high": m + 0.4, "estimator": "exact density"})(
@@ -232,7 +237,7 @@ def test_main_prints_table_and_writes_plots_into_first_dir(multirun: Path, capsy
     assert lines[1].startswith("| reference | 0.1 | 2 | 0.500 [0.500, 0.500] |")
     assert "Student-t 95% interval over the n per-seed values" in out
     assert len(lines) == 1 + 10  # header + one row per label
-    assert set(written) == {"markdown", "csv", "win_rates", "reward_front", "cost", "kl"}
+    assert set(written) == {"markdown", "csv", "win_rates", "reward_front", "cost", "kl", "report"}
     for name in ("win_rates", "reward_front", "cost", "kl"):
         assert written[name].parent == multirun
         assert_png_with_content(written[name])
@@ -384,6 +389,23 @@ def test_baseline_differences_match_a_plain_paired_bootstrap(multirun: Path, tmp
         files_diff = statistics.fmean(files[(line["label"], s)]["min_win_rate"]
                                       - files[("maxmin_rlhf", s)]["min_win_rate"] for s in SEEDS)
         assert float(line["min_win_rate/diff"]) == pytest.approx(files_diff, abs=1e-12)
+
+
+def test_report_reads_the_paired_test_and_the_cost_ratio_from_the_files(multirun: Path, tmp_path: Path) -> None:
+    written = compare.main([str(multirun), "--baseline", "maxmin_rlhf", "--resamples", "300", "--out",
+                            str(tmp_path / "out")])
+    report = written["report"].read_text()
+    assert written["report"] == tmp_path / "out" / "report.md" and "## Paired differences" in report
+    files = [json.loads(f.read_text()) for f in multirun.glob("*/results.json")]
+    own = {label: statistics.fmean(r["cost"]["split"]["own"]["cpu_seconds"] for r in files if r["label"] == label)
+           for label in ("mpo", "maxmin_rlhf")}
+    singles = statistics.fmean(r["cost"]["split"]["singles"]["cpu_seconds"] for r in files if r["label"] == "mpo")
+    (line,) = [x for x in report.splitlines() if x.startswith("- **reviews, β = 0.1**")]
+    assert f"{own['mpo'] / own['maxmin_rlhf']:.2f}× maxmin_rlhf's" in line
+    assert f"{(own['mpo'] + singles) / own['maxmin_rlhf']:.2f}×" in line
+    paired = next(r for r in read_csv(written["paired_csv"]) if r["label"] == "mpo")
+    assert f"Δ {float(paired['min_win_rate/diff']):+.3f}" in line and "vs reward_soups" in line
+    assert ("not significant" in line) == (paired["min_win_rate/significant"] == "False")
 
 
 def shifted(result: dict, shift: float) -> dict:

@@ -156,6 +156,15 @@ def test_rl_singles_are_mixed_and_charged_to_singles(store):
     assert single["cost"]["single_rl_conciseness"]["artifact"] == results["cost"]["single_rl_conciseness"]["artifact"]
 
 
+def test_reward_soups_with_mpo_weights(store):
+    """reward_soups_mpo interpolates with MPO's λ̂: the same estimate an MPO run makes, charged to its own cost."""
+    results, _ = run_method(store, "soups-mpo", "method=reward_soups_mpo", "logger=none")
+    exact = results["method_info"]["mpo_weights"]["weights_exact"]
+    assert results["label"] == "reward_soups[λ=mpo]" and results["weights_source"] == "mpo"
+    assert results["weights"] == pytest.approx(exact, abs=1e-12) and 0 < exact["sentiment"] < 1
+    assert {"log_ratios", "solve"} <= set(results["cost"]["split"]["own"]["stages"])
+
+
 def test_dead_wandb_connection_loses_nothing(store, monkeypatch):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)

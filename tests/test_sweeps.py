@@ -91,7 +91,7 @@ def test_submitit_local_launcher(tmp_path):
     assert result["method"] == "reference"
 
 
-@pytest.mark.parametrize("name", ["compare_methods", "beta", "pareto", "ablation"])
+@pytest.mark.parametrize("name", ["compare_methods", "beta", "pareto", "ablation", "reviews_paper"])
 def test_sweep_files_compose(name):
     proc = subprocess.run([sys.executable, "-m", "mpo.run", "--config-dir", "sweeps", "--config-name", name,
                            "--cfg", "hydra"], cwd=ROOT, capture_output=True, text=True, timeout=120)

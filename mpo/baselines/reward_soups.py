@@ -91,12 +91,25 @@ def build(ctx, method):
     from mpo.methods import MethodOutput, weights_label
     from mpo.pipeline import load_policy, single_policy
 
-    weights = uniform_or(method.weights, len(ctx.objectives))
+    weights, info = uniform_or(method.weights, len(ctx.objectives)), {}
+    if method.weights_from == "mpo":
+        weights, info = mpo_weights(ctx, method.singles)
     singles = [single_policy(ctx, k) for k in ctx.objectives]
     soup = ctx.build("soup", "reward_soup", {"weights": weights},
                      lambda out: interpolate([s.path for s in singles], weights, out), singles)
     label = "reward_soups" if method.weights is None else weights_label("reward_soups", weights)
+    if method.weights_from is not None:
+        label += f"[λ={method.weights_from}]"
     if method.singles != "dpo":
         label += f"[{method.singles}-singles]"
     return MethodOutput(load_policy(ctx, soup), label=label, weights=dict(zip(ctx.objectives, weights)),
-                        weights_source="preset")
+                        weights_source=method.weights_from or "preset", info=info)
+
+
+def mpo_weights(ctx, singles: str) -> tuple[list[float], dict]:
+    """MPO's max-min λ̂ (its default estimator and solver; the same cached stages an MPO run uses)."""
+    from mpo.config import MPOMethod
+    from mpo.methods import _max_min_weights
+
+    weights, info = _max_min_weights(ctx, MPOMethod(singles=singles), ctx.objectives)
+    return [float(w) for w in weights], {"mpo_weights": info}
