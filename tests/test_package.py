@@ -66,7 +66,8 @@ def fresh_venv(path: Path) -> Path:
     sh([sys.executable, "-m", "venv", "--without-pip", str(path)], cwd=path.parent)
     python = path / "bin" / "python"
     purelib = sh([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=path.parent)
-    (Path(purelib.stdout.strip()) / "_mpo_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(purelib.stdout.strip()) / "_mpo_test_dependencies.pth").write_text("".join(f"{p}\n" for p in ours))
     return python
 
 
@@ -99,9 +100,10 @@ def test_wheel_installs_only_mpo_with_every_module_and_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {name.split("/")[0] for name in names} == {"mpo", f"{wheel.name.split('-py3')[0]}.dist-info"}
     expected = {f"mpo/{p.relative_to(ROOT / 'mpo').as_posix()}" for p in (ROOT / "mpo").rglob("*.py")}
-    expected |= {f"mpo/{p.relative_to(ROOT).as_posix()}" for d in ("conf", "sweeps") for p in (ROOT / d).rglob("*.yaml")}
-    assert not expected - names, f"missing from the wheel (a subpackage not listed in pyproject.toml?): " \
-                                 f"{sorted(expected - names)}"
+    for folder in ("conf", "sweeps"):
+        expected |= {f"mpo/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / folder).rglob("*.yaml")}
+    missing = sorted(expected - names)
+    assert not missing, f"missing from the wheel (a subpackage not listed in pyproject.toml?): {missing}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "mpo-run = mpo.run:cli" in scripts and "mpo-compare = mpo.compare:cli" in scripts
