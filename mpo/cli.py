@@ -15,12 +15,10 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-
+from mpo.config_dirs import CONF_DIR
 from mpo.errors import did_you_mean, one_line, user_error
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 USER_ERROR_EXIT_CODE = 2
 
 

@@ -668,5 +668,10 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     return written
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`mpo-compare`: `main` without its return value, which a console script would take for an exit status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

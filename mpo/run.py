@@ -1,14 +1,18 @@
-"""`python -m mpo.run [overrides]`: compose policy x task x method, run it, evaluate it, report it."""
+"""`mpo-run [overrides]` (or `python -m mpo.run`): compose policy x task x method, run it, evaluate it, report it."""
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
 import mpo.config  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
+from mpo.config_dirs import CONF_DIR, with_shipped_sweeps
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# the clone's conf/ (live edits), or the copy an installed wheel ships: mpo.config_dirs
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     from mpo.masking import record_job
 
@@ -43,6 +47,7 @@ def cli() -> None:
     from mpo.masking import mask_log_records
 
     mask_log_records()
+    sys.argv = with_shipped_sweeps(sys.argv)
     with exit_on_user_error():
         main()
 
