@@ -5,7 +5,6 @@ is the same for all of them (`mpo.experiment`). Baselines live in `mpo/baselines
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,11 +101,9 @@ def _max_min_weights(ctx: RunContext, method: MPOMethod, objectives: list[str]):
     from mpo.estimation import proposal_tensor, solve
 
     tensor, _ = proposal_tensor(ctx, objectives, method.estimator)
-    started = time.perf_counter(), time.process_time()
-    weights, info = solve(tensor, method.solver, method.bsmd, beta=ctx.cfg.task.beta, seed=ctx.cfg.seed,
-                          min_ess_fraction=method.estimator.min_ess_fraction)
-    ctx.costs["solve"] = {"seconds": time.perf_counter() - started[0], "cpu_seconds": time.process_time() - started[1],
-                          "peak_memory_mb": 0.0, "category": ctx.charge, "reused": False, "artifact": None}
+    with ctx.timed("solve"):
+        weights, info = solve(tensor, method.solver, method.bsmd, beta=ctx.cfg.task.beta, seed=ctx.cfg.seed,
+                              min_ess_fraction=method.estimator.min_ess_fraction)
     named = lambda values: dict(zip(objectives, map(float, values)))  # noqa: E731
     for key in ("weights_exact", "weights_bsmd", "certificate", "self_check_mixture", "self_check_reference_only"):
         if info.get(key) is not None:

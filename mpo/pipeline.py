@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from datasets import Dataset, DatasetDict
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mpo.artifacts import Artifact, ArtifactStore
+from mpo.artifacts import Artifact, ArtifactStore, cpu_seconds, peak_memory_mb
 from mpo.config import Config, RLConfig
 from mpo.costs import category
 from mpo.evaluation import Samples, sample
@@ -75,6 +76,15 @@ class RunContext:
             yield
         finally:
             self.charge = previous
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Charge the work inside (not an artifact: redone by every run that needs it) as stage ``name``."""
+        wall0, cpu0 = time.perf_counter(), cpu_seconds()
+        yield
+        self.costs[name] = {"seconds": time.perf_counter() - wall0, "cpu_seconds": cpu_seconds() - cpu0,
+                            "peak_memory_mb": peak_memory_mb(), "category": category(name, self.charge),
+                            "reused": False, "artifact": None}
 
     def record(self, name: str, artifact: Artifact) -> Artifact:
         """Remember a stage this method used, with what it cost to build (paid once, maybe by another run)."""
@@ -303,7 +313,7 @@ def rl_single_policy(ctx: RunContext, objective: str) -> Artifact:
 
     rl = RLConfig()
     model = reward_model(ctx, objective)
-    prompts, (reward,), samples = normalised(ctx, rl, [model])
+    prompts, (reward,), samples = normalised(ctx, rl, [model], name=f"reward_normalization_{objective}")
     return rl_policy(ctx, f"single_rl_{objective}", {"method": "single", "objective": objective}, rl, prompts,
                      [reward], [1.0], [model, samples])
 

@@ -104,7 +104,9 @@ def test_mpo_preset_weights_and_drop(store):
     assert preset["weights"] == {"sentiment": 0.25, "conciseness": 0.75} and preset["weights_source"] == "preset"
     assert "log_ratios" not in preset["cost"] and preset["label"] == "mpo[w=0.25,0.75]"
     assert preset["cost"]["split"]["singles"]["stages"] == ["single_sentiment", "single_conciseness"]
-    assert preset["cost"]["split"]["own"]["cpu_seconds"] == 0 and preset["singles"] == "dpo"
+    # its own cost: only loading and mixing the policies (no estimate), caught as "unstaged"
+    assert preset["cost"]["split"]["own"]["stages"] == ["unstaged"] and preset["singles"] == "dpo"
+    assert preset["cost"]["split"]["own"]["trained_sequences"] == 0
     dropped, _ = run_method(store, "mpo-drop", "method=mpo", "logger=none", "method.weights=[0.25,0.75]",
                             "method.drop=sentiment")
     assert dropped["weights"] == {"sentiment": 0.0, "conciseness": 1.0} and dropped["label"].endswith("[-sentiment]")
@@ -133,6 +135,10 @@ def test_every_method_runs_through_shared_evaluation(store, method, stages, budg
         BUDGET * b for b in budgets)
     assert results["cost"]["given_singles"]["cpu_seconds"] == split["own"]["cpu_seconds"]
     assert split["evaluation"]["stages"] == ["evaluation"] and split["evaluation"]["cpu_seconds"] > 0
+    assert "unstaged" in split["own"]["stages"] and results["cost"]["unstaged"]["cpu_seconds"] >= 0
+    if method in ("morlhf", "maxmin_rlhf", "mixed_po"):  # scoring reference samples under the reward models
+        assert results["cost"]["reward_normalization"]["cpu_seconds"] > 0
+        assert "reward_normalization" in split["own"]["stages"]
     kl = results["kl"]
     assert kl["estimator"] == "exact density" and kl["ci_low"] <= kl["mean"] <= kl["ci_high"]
     if method.endswith(("rlhf", "_po")):

@@ -17,7 +17,8 @@ def uniform_or(weights: Sequence[float] | None, k: int) -> list[float]:
     return list(weights) if weights is not None else [1.0 / k] * k
 
 
-def normalised(ctx: RunContext, rl: RLConfig, models: Sequence[Artifact]) -> tuple[list[str], list[Callable], Artifact]:
+def normalised(ctx: RunContext, rl: RLConfig, models: Sequence[Artifact],
+               name: str = "reward_normalization") -> tuple[list[str], list[Callable], Artifact]:
     """Reward-model scorers normalised on m reference samples per RL prompt (z-score or the P operator).
 
     Returns the RL prompts, one normalised scorer per reward model, and the samples' artifact.
@@ -27,8 +28,10 @@ def normalised(ctx: RunContext, rl: RLConfig, models: Sequence[Artifact]) -> tup
     samples, artifact = reference_samples(ctx, reference_policy(ctx), rl.n_prompts, rl.normalization_samples,
                                           "rl_reference_samples")
     per_prompt = [samples.responses[i * samples.n : (i + 1) * samples.n] for i in range(len(samples.prompts))]
-    scorers = [fit_normalizer(rl.normalization, RewardModelScore(model_path(m)), samples.prompts, per_prompt,
-                              beta=ctx.cfg.task.beta, unseen="mean") for m in models]
+    # scoring the samples under every reward model: redone by each run, so timed as a stage of its own
+    with ctx.timed(name):
+        scorers = [fit_normalizer(rl.normalization, RewardModelScore(model_path(m)), samples.prompts, per_prompt,
+                                  beta=ctx.cfg.task.beta, unseen="mean") for m in models]
     return samples.prompts, scorers, artifact
 
 
