@@ -10,8 +10,13 @@ runs' own results.json (CPU-seconds as the stages recorded them, `mpo.costs`):
   paper's setting, where the single-objective policies already exist;
 - ``(MPO own + singles) / MaxMin own``: MPO paying for its K DPO policies too.
 
-Evaluation (MPO's sequence-level decoding samples ``method.num_candidates`` token-level draws per response) is
-reported beside, not in the ratios. Min win-rates say whether quality held, but smoke-sized evaluation is noisy.
+Beside them: "unstaged" CPU time, each run's CPU-seconds measured around ``run()`` (process.json) less the stages
+it built, i.e. work no stage records (model loading, scoring the reference's evaluation samples, and MaxMin-RLHF
+scoring its normalisation samples under every reward model, which is not small at 30 M), and the given-singles
+ratio with it included. Evaluation (MPO's sequence-level decoding samples ``method.num_candidates`` token-level
+draws per response) is reported beside, in no ratio. Min win-rates say whether quality held, but a smoke-sized
+evaluation is noisy. The ratios depend on the study's sizes of work (budget, MPO's estimator, MaxMin-RLHF's
+``method.rl.n_prompts`` x ``normalization_samples``), all recorded in the JSON's settings and run configs.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ SIZES = {
 METHODS = ("single_0", "single_1", "mpo", "maxmin_rlhf")
 OPTIONAL_METHODS = ("morlhf",)
 PAPER_RATIO = 0.25  # MPO's compute as a fraction of MaxMin-RLHF's, as the paper reports it
+PROCESS = "process.json"  # the study's measure of one whole run, beside its results.json
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # where mpo.run's @hydra.main finds it
 
 
@@ -47,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="trainer.budget.steps of every trained stage (default: %(default)s)")
     study.add_argument("--budget-sequences", type=int, default=16,
                        help="trainer.budget.sequences_per_step (default: %(default)s)")
-    study.add_argument("--sft-steps", type=int, default=10,
-                       help="trainer.sft.max_steps: shared by all methods, in no ratio (default: %(default)s)")
+    study.add_argument("--sft-steps", type=int, default=40,
+                       help="trainer.sft.max_steps: shared by all methods, in no ratio; fewer can leave a small "
+                            "reference too poor to label preference pairs (default: %(default)s, the smoke preset's)")
     study.add_argument("--mpo-prompts", type=int, default=32,
                        help="MPO's method.estimator.n_prompts (default: %(default)s)")
     study.add_argument("--mpo-samples", type=int, default=8,
@@ -107,7 +114,9 @@ def compose(overrides: Sequence[str]):
 
 # ------------------------------------------------------------------------------------------------ running
 def run_size(size: str, methods: Sequence[str], args: argparse.Namespace, out_dir: Path) -> dict[str, Path]:
-    """Every method at one size on a fresh store under ``out_dir/size``: each run's directory (results.json)."""
+    """Every method at one size on a fresh store under ``out_dir/size``: each run's directory (results.json, and
+    process.json with the whole run's wall and CPU seconds, to find what no stage recorded)."""
+    from mpo.artifacts import cpu_seconds, write_json
     from mpo.experiment import run
 
     store = out_dir / size
@@ -116,17 +125,26 @@ def run_size(size: str, methods: Sequence[str], args: argparse.Namespace, out_di
     run_dirs = {}
     for method in methods:
         run_dir = store / "runs" / method
-        started = time.perf_counter()
-        results = run(compose(overrides(size, method, args, store, run_dir)))
+        cfg = compose(overrides(size, method, args, store, run_dir))
+        wall0, cpu0 = time.perf_counter(), cpu_seconds()
+        results = run(cfg)
+        process = {"seconds": time.perf_counter() - wall0, "cpu_seconds": cpu_seconds() - cpu0}
+        write_json(run_dir / PROCESS, process)
         own = results["cost"]["split"]["own"]
         print(f"  {size} {method}: own {own['cpu_seconds']:.1f} CPU-s, min win-rate {results['min_win_rate']:.3f} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+              f"(run {process['cpu_seconds']:.0f} CPU-s, {process['seconds']:.0f} s)", flush=True)
         run_dirs[method] = run_dir
     return run_dirs
 
 
 def load_results(run_dirs: Mapping[str, Path]) -> dict[str, dict]:
-    return {method: json.loads((Path(d) / "results.json").read_text()) for method, d in run_dirs.items()}
+    """Each method's results.json, with the study's measure of the whole run under ``"process"``."""
+    out = {}
+    for method, run_dir in run_dirs.items():
+        results = json.loads((Path(run_dir) / "results.json").read_text())
+        results["process"] = json.loads((Path(run_dir) / PROCESS).read_text())
+        out[method] = results
+    return out
 
 
 def parameters(results: Mapping[str, Any], store: Path) -> int:
@@ -142,12 +160,22 @@ def _cost(results: Mapping[str, Any], category: str) -> dict[str, float]:
             "stages": list(part["stages"])}
 
 
+def unstaged(results: Mapping[str, Any]) -> dict[str, float]:
+    """What the run spent outside every stage it built (model loading, scoring the reference's evaluation
+    samples, and any work a method does between stages, e.g. fitting the RL reward normalisation)."""
+    from mpo.costs import stages
+
+    built = [entry for entry in stages(results["cost"]).values() if not entry.get("reused")]
+    return {key: float(results["process"][key]) - sum(entry.get(key) or 0.0 for entry in built)
+            for key in ("cpu_seconds", "seconds")}
+
+
 def size_row(size: str, params: int, runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """One size's costs, ratios (CPU-seconds, and wall seconds beside) and min win-rates, from its results."""
     mpo, maxmin = runs["mpo"], runs["maxmin_rlhf"]
     mpo_own, singles, maxmin_own = _cost(mpo, "own"), _cost(mpo, "singles"), _cost(maxmin, "own")
     ratio = lambda key, extra=0.0: (mpo_own[key] + extra) / maxmin_own[key]  # noqa: E731
-    return {
+    row = {
         "size": size, "parameters": params,
         "mpo_own": mpo_own, "mpo_singles": singles, "maxmin_own": maxmin_own,
         "ratio_given_singles": ratio("cpu_seconds"),
@@ -158,24 +186,36 @@ def size_row(size: str, params: int, runs: Mapping[str, Mapping[str, Any]]) -> d
         "own": {m: _cost(r, "own") for m, r in runs.items()},
         "min_win_rate": {m: {"mean": r["min_win_rate"], **r["min_win_rate_ci"]} for m, r in runs.items()},
     }
+    if all("process" in r for r in (mpo, maxmin)):
+        row["unstaged"] = {m: unstaged(r) for m, r in runs.items()}
+        extra = row["unstaged"]["mpo"]["cpu_seconds"], row["unstaged"]["maxmin_rlhf"]["cpu_seconds"]
+        row["ratio_given_singles_with_unstaged"] = (mpo_own["cpu_seconds"] + extra[0]) / (
+            maxmin_own["cpu_seconds"] + extra[1])
+    return row
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown table: CPU-seconds per part, the two ratios against the paper's ~0.25, evaluation, min win-rate."""
+    """A markdown table: CPU-seconds per part, the two ratios against the paper's ~0.25, what no stage recorded,
+    evaluation, and min win-rates."""
     head = ["size", "params", "MPO own CPU-s", "MPO singles CPU-s", "MaxMin own CPU-s", "MPO/MaxMin (given singles)",
-            "(MPO+singles)/MaxMin", "eval CPU-s MPO / MaxMin", "min win-rate MPO / MaxMin / singles"]
+            "(MPO+singles)/MaxMin", "unstaged CPU-s MPO / MaxMin", "MPO/MaxMin incl. unstaged",
+            "eval CPU-s MPO / MaxMin", "min win-rate MPO / MaxMin / singles"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        wins = r["min_win_rate"]
+        wins, extra = r["min_win_rate"], r.get("unstaged")
         singles = " ".join(f"{wins[m]['mean']:.2f}" for m in sorted(wins) if m.startswith("single"))
         cells = [r["size"], f"{r['parameters'] / 1e6:.2f} M", f"{r['mpo_own']['cpu_seconds']:.1f}",
                  f"{r['mpo_singles']['cpu_seconds']:.1f}", f"{r['maxmin_own']['cpu_seconds']:.1f}",
                  f"{r['ratio_given_singles']:.3f}", f"{r['ratio_with_singles']:.3f}",
+                 f"{extra['mpo']['cpu_seconds']:.1f} / {extra['maxmin_rlhf']['cpu_seconds']:.1f}" if extra else "n/a",
+                 f"{r['ratio_given_singles_with_unstaged']:.3f}" if extra else "n/a",
                  f"{r['evaluation']['mpo']['cpu_seconds']:.1f} / {r['evaluation']['maxmin_rlhf']['cpu_seconds']:.1f}",
                  f"{wins['mpo']['mean']:.2f} / {wins['maxmin_rlhf']['mean']:.2f} / {singles}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"\nPaper: MPO at about {PAPER_RATIO} of MaxMin-RLHF's compute. Ratios are CPU-seconds recorded by "
-                 "the stages in this process. Min win-rates are on a smoke-sized evaluation: noisy.")
+    lines.append(f"\nPaper: MPO at about {PAPER_RATIO} of MaxMin-RLHF's compute. Ratios are CPU-seconds that the stages "
+                 "recorded in this process (results.json cost.split). 'Unstaged' is the rest of each run's CPU time "
+                 "(model loading, reference scoring, work between stages such as MaxMin-RLHF's reward normalisation), "
+                 "measured around run(). Min win-rates come from a smoke-sized evaluation: noisy.")
     return "\n".join(lines)
 
 
@@ -188,7 +228,12 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     params = [r["parameters"] for r in rows]
     ax.plot(params, [r["ratio_given_singles"] for r in rows], "o-", label="MPO own / MaxMin-RLHF own (singles given)")
     ax.plot(params, [r["ratio_with_singles"] for r in rows], "s-", label="(MPO own + K DPO singles) / MaxMin-RLHF own")
+    if all("ratio_given_singles_with_unstaged" in r for r in rows):
+        ax.plot(params, [r["ratio_given_singles_with_unstaged"] for r in rows], "^:",
+                label="given singles, each run's unstaged CPU time included")
     ax.axhline(PAPER_RATIO, color="gray", linestyle="--", label=f"paper: {PAPER_RATIO} (Wang et al. 2025)")
+    ax.text(0.01, PAPER_RATIO, f" paper's ~{PAPER_RATIO}", transform=ax.get_yaxis_transform(), va="bottom",
+            color="gray", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("policy parameters")
     ax.set_ylabel("compute ratio (CPU-seconds)")
