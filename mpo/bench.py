@@ -11,6 +11,16 @@
 
     python -m mpo.bench                       # tiny GPT-2 policies, CPU or the GPU if there is one
     python -m mpo.bench --model-size small --batch 64 --out bench.json
+
+``--study cost-scaling`` runs a different study instead (`mpo.cost_scaling`): at policy sizes of about 0.3 M,
+3 M and 30 M parameters, the single-objective policies, MPO and MaxMin-RLHF end to end (``experiment=smoke`` at
+one small budget, one fresh artifact store per size), and MPO's own CPU-seconds over MaxMin-RLHF's (given the
+single policies, and with them) against the paper's ~0.25: a markdown table, ``cost_scaling.json`` and
+``cost_scaling.png`` under ``--out-dir``. About 20 minutes on 2 CPU cores with the defaults; ``--sizes`` takes
+``EMBDxLAYERSxHEADS`` shapes too (bigger ones on a GPU).
+
+    python -m mpo.bench --study cost-scaling --out-dir outputs/bench/cost-scaling
+    python -m mpo.bench --study cost-scaling --sizes 0.3M 3M --budget-steps 4
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from mpo import cost_scaling
 from mpo.mixing import LogLinearMixture
 from mpo.policies import logprobs_of_ids, right_padded, split_generated
 from mpo.proposal import mixture_estimate, reference_estimate, split_counts
@@ -40,6 +51,9 @@ EOS = 0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mpo.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", choices=["micro", "cost-scaling"], default="micro",
+                        help="micro: the three benchmarks below (default); cost-scaling: MPO vs MaxMin-RLHF compute "
+                             "at three policy sizes, end to end (mpo.cost_scaling; about 20 minutes on 2 cores)")
     bsmd = parser.add_argument_group("BSMD")
     bsmd.add_argument("--bsmd-shape", type=int, nargs=3, default=[512, 16, 3], metavar=("N", "M", "K"),
                       help="log_ratios shape: prompts, responses per prompt, objectives")
@@ -66,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-estimator", action="store_true")
     parser.add_argument("--skip-mixture", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers here as JSON")
+    cost_scaling.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -273,6 +288,8 @@ def format_table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.study == "cost-scaling":
+        return cost_scaling.run_study(args)
     threads_before = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
