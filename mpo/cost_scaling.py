@@ -10,10 +10,10 @@ runs' own results.json (CPU-seconds as the stages recorded them, `mpo.costs`):
   paper's setting, where the single-objective policies already exist;
 - ``(MPO own + singles) / MaxMin own``: MPO paying for its K DPO policies too.
 
-Beside them: "unstaged" CPU time, each run's CPU-seconds measured around ``run()`` (process.json) less the stages
-it built, i.e. work no stage records (model loading, scoring the reference's evaluation samples, and MaxMin-RLHF
-scoring its normalisation samples under every reward model, which is not small at 30 M), and the given-singles
-ratio with it included. Evaluation (MPO's sequence-level decoding samples ``method.num_candidates`` token-level
+Beside them, a check that nothing goes uncounted: the "residual" CPU time, each run's CPU-seconds measured
+around ``run()`` (process.json) less every stage it recorded (the method's work outside artifacts is already
+charged to its own cost as the stages ``reward_normalization`` and ``unstaged``), and the given-singles ratio
+with it included. Evaluation (MPO's sequence-level decoding samples ``method.num_candidates`` token-level
 draws per response) is reported beside, in no ratio. Min win-rates say whether quality held, but a smoke-sized
 evaluation is noisy. The ratios depend on the study's sizes of work (budget, MPO's estimator, MaxMin-RLHF's
 ``method.rl.n_prompts`` x ``normalization_samples``), all recorded in the JSON's settings and run configs.
@@ -38,7 +38,6 @@ METHODS = ("single_0", "single_1", "mpo", "maxmin_rlhf")
 OPTIONAL_METHODS = ("morlhf",)
 PAPER_RATIO = 0.25  # MPO's compute as a fraction of MaxMin-RLHF's, as the paper reports it
 PROCESS = "process.json"  # the study's measure of one whole run, beside its results.json
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # where mpo.run's @hydra.main finds it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +107,8 @@ def compose(overrides: Sequence[str]):
 
     import mpo.config  # noqa: F401  (registers the schemas)
 
+    from mpo.config_dirs import CONF_DIR
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
@@ -160,9 +161,9 @@ def _cost(results: Mapping[str, Any], category: str) -> dict[str, float]:
             "stages": list(part["stages"])}
 
 
-def unstaged(results: Mapping[str, Any]) -> dict[str, float]:
-    """What the run spent outside every stage it built (model loading, scoring the reference's evaluation
-    samples, and any work a method does between stages, e.g. fitting the RL reward normalisation)."""
+def residual(results: Mapping[str, Any]) -> dict[str, float]:
+    """What the run spent outside every stage it recorded (loading the reference for evaluation, writing
+    results): small once methods charge their own work outside artifacts (`mpo.experiment.build_method`)."""
     from mpo.costs import stages
 
     built = [entry for entry in stages(results["cost"]).values() if not entry.get("reused")]
@@ -187,9 +188,9 @@ def size_row(size: str, params: int, runs: Mapping[str, Mapping[str, Any]]) -> d
         "min_win_rate": {m: {"mean": r["min_win_rate"], **r["min_win_rate_ci"]} for m, r in runs.items()},
     }
     if all("process" in r for r in (mpo, maxmin)):
-        row["unstaged"] = {m: unstaged(r) for m, r in runs.items()}
-        extra = row["unstaged"]["mpo"]["cpu_seconds"], row["unstaged"]["maxmin_rlhf"]["cpu_seconds"]
-        row["ratio_given_singles_with_unstaged"] = (mpo_own["cpu_seconds"] + extra[0]) / (
+        row["residual"] = {m: residual(r) for m, r in runs.items()}
+        extra = row["residual"]["mpo"]["cpu_seconds"], row["residual"]["maxmin_rlhf"]["cpu_seconds"]
+        row["ratio_given_singles_with_residual"] = (mpo_own["cpu_seconds"] + extra[0]) / (
             maxmin_own["cpu_seconds"] + extra[1])
     return row
 
@@ -198,24 +199,23 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table: CPU-seconds per part, the two ratios against the paper's ~0.25, what no stage recorded,
     evaluation, and min win-rates."""
     head = ["size", "params", "MPO own CPU-s", "MPO singles CPU-s", "MaxMin own CPU-s", "MPO/MaxMin (given singles)",
-            "(MPO+singles)/MaxMin", "unstaged CPU-s MPO / MaxMin", "MPO/MaxMin incl. unstaged",
+            "(MPO+singles)/MaxMin", "residual CPU-s MPO / MaxMin", "MPO/MaxMin incl. residual",
             "eval CPU-s MPO / MaxMin", "min win-rate MPO / MaxMin / singles"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        wins, extra = r["min_win_rate"], r.get("unstaged")
+        wins, extra = r["min_win_rate"], r.get("residual")
         singles = " ".join(f"{wins[m]['mean']:.2f}" for m in sorted(wins) if m.startswith("single"))
         cells = [r["size"], f"{r['parameters'] / 1e6:.2f} M", f"{r['mpo_own']['cpu_seconds']:.1f}",
                  f"{r['mpo_singles']['cpu_seconds']:.1f}", f"{r['maxmin_own']['cpu_seconds']:.1f}",
                  f"{r['ratio_given_singles']:.3f}", f"{r['ratio_with_singles']:.3f}",
                  f"{extra['mpo']['cpu_seconds']:.1f} / {extra['maxmin_rlhf']['cpu_seconds']:.1f}" if extra else "n/a",
-                 f"{r['ratio_given_singles_with_unstaged']:.3f}" if extra else "n/a",
+                 f"{r['ratio_given_singles_with_residual']:.3f}" if extra else "n/a",
                  f"{r['evaluation']['mpo']['cpu_seconds']:.1f} / {r['evaluation']['maxmin_rlhf']['cpu_seconds']:.1f}",
                  f"{wins['mpo']['mean']:.2f} / {wins['maxmin_rlhf']['mean']:.2f} / {singles}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\nPaper: MPO at about {PAPER_RATIO} of MaxMin-RLHF's compute. Ratios are CPU-seconds that the stages "
-                 "recorded in this process (results.json cost.split). 'Unstaged' is the rest of each run's CPU time "
-                 "(model loading, reference scoring, work between stages such as MaxMin-RLHF's reward normalisation), "
-                 "measured around run(). Min win-rates come from a smoke-sized evaluation: noisy.")
+                 "recorded in this process (results.json cost.split, whose own part includes each method's work outside "
+                 "artifacts). 'Residual' is the rest of each run's CPU time, measured around run(). Min win-rates come from a smoke-sized evaluation: noisy.")
     return "\n".join(lines)
 
 
@@ -228,9 +228,9 @@ def plot(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     params = [r["parameters"] for r in rows]
     ax.plot(params, [r["ratio_given_singles"] for r in rows], "o-", label="MPO own / MaxMin-RLHF own (singles given)")
     ax.plot(params, [r["ratio_with_singles"] for r in rows], "s-", label="(MPO own + K DPO singles) / MaxMin-RLHF own")
-    if all("ratio_given_singles_with_unstaged" in r for r in rows):
-        ax.plot(params, [r["ratio_given_singles_with_unstaged"] for r in rows], "^:",
-                label="given singles, each run's unstaged CPU time included")
+    if all("ratio_given_singles_with_residual" in r for r in rows):
+        ax.plot(params, [r["ratio_given_singles_with_residual"] for r in rows], "^:",
+                label="given singles, each run's residual CPU time included")
     ax.axhline(PAPER_RATIO, color="gray", linestyle="--", label=f"paper: {PAPER_RATIO} (Wang et al. 2025)")
     ax.text(0.01, PAPER_RATIO, f" paper's ~{PAPER_RATIO}", transform=ax.get_yaxis_transform(), va="bottom",
             color="gray", fontsize=8)

@@ -63,8 +63,8 @@ def test_cost_scaling_study_end_to_end(tmp_path):
         built = sum(e["cpu_seconds"] for name, e in runs[method]["cost"].items()
                     if isinstance(e, dict) and "cpu_seconds" in e and name not in {"split", "given_singles", "total"}
                     and not e.get("reused"))
-        assert row["unstaged"][method]["cpu_seconds"] == pytest.approx(process["cpu_seconds"] - built)
-        assert row["unstaged"][method]["cpu_seconds"] > -0.5  # the stages ran inside the measured run
+        assert row["residual"][method]["cpu_seconds"] == pytest.approx(process["cpu_seconds"] - built)
+        assert row["residual"][method]["cpu_seconds"] > -0.5  # the stages ran inside the measured run
     # the parameter count is the built base model's
     base = runs["mpo"]["cost"]["base_model"]["artifact"]
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "32x1x2" / "artifacts" / base)
