@@ -6,6 +6,9 @@ import hydra
 from omegaconf import DictConfig
 
 import mpo.config  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
+from mpo.cli import register_help_resolver
+
+register_help_resolver()  # `--help` lists each group's presets (conf/hydra/help/mpo.yaml)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
