@@ -270,8 +270,10 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as JSON, keys in the order they were inserted: results.json keeps the task's objective order
+    (``weights``, ``reward``, ``win_rate``), the order ``method.weights=[...]`` takes them in."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False))
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
     os.replace(tmp, path)
 
 

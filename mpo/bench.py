@@ -1,4 +1,5 @@
-"""Benchmarks of the two cheap parts of MPO, as ratios measured in one process run (STYLE.md §10).
+"""Benchmarks of the two cheap parts of MPO, as ratios measured in one process run (never absolute
+times asserted in tests).
 
 1. BSMD: wall time of `mpo.bsmd.solve_weights` for 1,000 steps on a cached random ``log_ratios`` tensor
    (target: under a second — every step is a few tensor ops, the scoring that built the tensor is the cost).

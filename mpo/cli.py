@@ -9,6 +9,7 @@ HYDRA_FULL_ERROR=1 themselves gets every traceback, as Hydra promises.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import re
@@ -78,8 +79,39 @@ def _missing_preset(err: Exception) -> str:
     if not found:
         return one_line(str(err))
     group, name = found.groups()
-    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
-    return f"{group}={name}: no such {group} preset{did_you_mean(name, options)}; the presets are in conf/{group}/"
+    options = presets(group)
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{group}={name}: no such {group} preset{hint}; the presets are {', '.join(options)}"
+
+
+def presets(group: str) -> list[str]:
+    """The options a user can pick in a config group: the files of every config dir on Hydra's search path
+    (and plugins' options, e.g. hydra/launcher=joblib), without the typed schemas that `mpo.config` registers
+    as `_<name>` for the presets to extend."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside @hydra.main (--help): its search path, --config-dir too
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+    else:  # Hydra has gone (a composition error): our config dir and Hydra's plugins
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            options = GlobalHydra.instance().config_loader().get_group_options(group)
+    return sorted(option for option in options if not option.startswith("_"))
+
+
+def _presets_help(group: str) -> str:
+    """``${mpo.presets:GROUP}`` in conf/hydra/help/mpo.yaml: the group's presets, `*` on this command's choice."""
+    from hydra.core.hydra_config import HydraConfig
+
+    chosen = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+    return ", ".join(f"{option}*" if option == chosen else option for option in presets(group))
+
+
+def register_help_resolver() -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("mpo.presets", _presets_help, replace=True)
 
 
 def _composition(err: Exception) -> str:

@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -617,10 +618,45 @@ def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
 
 
 # -------------------------------------------------------------------------------------------------- CLI
+_EXAMPLES = """examples:
+  python -m mpo.compare                                  # the latest multirun under outputs/multirun
+  python -m mpo.compare outputs/multirun/compare_methods # every compare_methods sweep, seeds aggregated
+  python -m mpo.compare outputs/multirun/beta outputs/runs/2026-11-23 --out cmp   # several dirs at once
+  python -m mpo.compare --baseline maxmin_rlhf           # also each row minus maxmin_rlhf's, paired by seed
+  python -m mpo.compare --wandb-project ENTITY/PROJECT   # the runs logged to a W&B project
+
+Runs live under outputs/ (paths.root), or under the MPO_OUTPUTS directory when that is set."""
+
+
+def outputs_root() -> Path:
+    """Where runs are written unless paths.root is overridden (conf/paths/default.yaml)."""
+    return Path(os.environ.get("MPO_OUTPUTS") or "outputs")
+
+
+def latest_multirun(root: Path) -> Path | None:
+    """The sweep dir under ``root/multirun`` (a job dir's parent) with the most recently written results.json."""
+    multirun = root / "multirun"
+    files = [f for f in multirun.rglob(RESULTS_FILE) if not _SKIP_DIRS & set(f.relative_to(multirun).parts[:-1])
+             ] if multirun.is_dir() else []
+    return max(files, key=lambda f: f.stat().st_mtime).parent.parent if files else None
+
+
+def _default_paths(parser: argparse.ArgumentParser) -> list[str]:
+    root = outputs_root()
+    latest = latest_multirun(root)
+    if latest is None:
+        parser.error(f"no PATH given, and no multirun under {root / 'multirun'} has a {RESULTS_FILE} yet: give run "
+                     "or multirun dirs, or --wandb-project")
+    print(f"comparing the latest multirun: {latest} (give PATHs to compare others)", file=sys.stderr)
+    return [str(latest)]
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mpo.compare",
+    parser = argparse.ArgumentParser(prog="python -m mpo.compare", epilog=_EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Compare runs side by side from their results.json files.")
-    parser.add_argument("paths", nargs="*", help="run dirs, multirun dirs (searched recursively), results.json")
+    parser.add_argument("paths", nargs="*", help="run dirs, multirun dirs (searched recursively), results.json "
+                                                 "files; none: the latest multirun")
     parser.add_argument("--out", help="output dir (default: the first PATH if it is a dir, else the cwd)")
     parser.add_argument("--wandb-project", help="also read the runs of this W&B ENTITY/PROJECT")
     parser.add_argument("--wandb-timeout", type=int, default=20, help="seconds per W&B request")
@@ -638,7 +674,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.paths and not args.wandb_project:
-        parser.error("give at least one PATH or --wandb-project")
+        args.paths = _default_paths(parser)
     if not 0 < args.level < 1 or args.resamples < 1:
         parser.error(f"--level must be in (0, 1) and --resamples >= 1, got {args.level} and {args.resamples}")
     try:

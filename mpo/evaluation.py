@@ -1,4 +1,4 @@
-"""One evaluation for every method (docs/design.md §3): the same held-out prompts, decoding config and seed;
+"""One evaluation for every method (docs/design.md §5): the same held-out prompts, decoding config and seed;
 per objective the mean reward, the reward minus the reference's, and the win-rate against the reference's
 responses to the same prompt (every policy sample against every reference sample, tie = ½) with a bootstrap
 confidence interval over prompts; the minimum win-rate over objectives with its own bootstrap CI; and the

@@ -34,7 +34,7 @@ def quiet_libraries() -> None:
 
 
 def hydra_job() -> dict[str, Any]:
-    """Overrides, job number and sweep name of the current Hydra job (empty outside @hydra.main)."""
+    """Overrides, job number and sweep dir of the current Hydra job (empty outside @hydra.main)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -44,18 +44,18 @@ def hydra_job() -> dict[str, Any]:
     return {
         "overrides": mask_overrides(list(hc.overrides.task)),  # secret-like values as ***
         "job_num": OmegaConf.select(hc, "job.num", default=None) if is_multirun else None,
-        "sweep": Path(hc.sweep.dir).name if is_multirun else None,
+        "sweep": hc.sweep.dir if is_multirun else None,
     }
 
 
 def start_tracker(config: Config, raw: DictConfig, run_dir: Path, job: dict[str, Any]):
-    from mpo.tracking import Tracker, TrackingConfig
+    from mpo.tracking import Tracker, TrackingConfig, sweep_group
 
     logger = config.logger
     tracking = TrackingConfig(backend=logger.backend, project=logger.project, entity=logger.entity, mode=logger.mode,
                               group=logger.group, tags=list(logger.tags), dir=str(run_dir),
                               init_timeout=logger.init_timeout)
-    group = logger.group or job["sweep"] or config.experiment_name
+    group = logger.group or sweep_group(config.experiment_name, job["sweep"])
     keys = [o for o in job["overrides"] if not o.startswith(("method=", "logger", "paths", "hydra"))]
     name = "-".join([config.method.name, *keys])[:120]
     run_config = OmegaConf.to_container(raw, resolve=True)

@@ -8,7 +8,10 @@ import hydra
 from omegaconf import DictConfig
 
 import mpo.config  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
+from mpo.cli import register_help_resolver
 from mpo.config_dirs import CONF_DIR, with_shipped_sweeps
+
+register_help_resolver()  # `--help` lists each group's presets (conf/hydra/help/mpo.yaml)
 
 
 # the clone's conf/ (live edits), or the copy an installed wheel ships: mpo.config_dirs

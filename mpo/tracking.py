@@ -12,9 +12,11 @@ lazily so that ``backend="none"`` costs nothing.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import netrc
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ DEFAULT_BASE_URL = "https://api.wandb.ai"
 SAAS_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com", "forge.coreweave.com")
 FINISH_FLUSH_TIMEOUT = 10.0  # seconds finish() waits for an offline run's file to be complete
 BSMD_TRACE_MAX_POINTS = 1000  # a longer trace is thinned evenly (its last point always kept)
+_TIMESTAMP = re.compile(r"[\d_.:-]+")  # a dir name of Hydra's ${now:...} patterns: 2026-11-23, 14-02-11, ...
 
 
 @dataclass
@@ -48,7 +51,7 @@ class TrackingConfig:
     # None = auto: $WANDB_MODE if set, else "online" when an API key is configured, else "offline";
     # or "online" / "offline" / "disabled".
     mode: str | None = None
-    # W&B group; None = the group the launcher passes (the sweep).
+    # W&B group; None = the group the launcher passes (`sweep_group`: the sweep's name and timestamp).
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     # Directory wandb writes under (it adds wandb/<run>); None = the job's run dir.
@@ -94,6 +97,18 @@ def resolve_mode(mode: str | None) -> str:
     if env_mode in MODES:
         return env_mode
     return "online" if wandb_api_key_configured() else "offline"
+
+
+def sweep_group(name: str, sweep_dir: str | None) -> str:
+    """The W&B group of a job: ``name`` (the sweep's or run's ``experiment_name``) for a single run; for a
+    multirun, ``name`` and the timestamp of its sweep dir (``compare_methods-2026-11-23_14-02-11``), so that
+    each launch is a group of its own; a sweep dir without a timestamp names the group itself
+    (``hydra.sweep.dir=.../two_methods`` -> ``two_methods``)."""
+    if sweep_dir is None:
+        return name
+    parts = Path(sweep_dir).parts or (name,)
+    stamp = list(itertools.takewhile(_TIMESTAMP.fullmatch, reversed(parts)))[::-1]
+    return f"{name}-{'_'.join(stamp)}" if stamp else parts[-1]
 
 
 def _process_rank() -> int:

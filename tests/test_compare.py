@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -271,6 +273,44 @@ def test_nothing_found_names_the_paths(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         compare.main([str(empty)])
     assert exit_info.value.code == 2 and str(empty) in capsys.readouterr().err
+
+
+def age(directory: Path, seconds_ago: float) -> None:
+    """Every results.json under ``directory`` written ``seconds_ago``."""
+    for file in directory.rglob("results.json"):
+        os.utime(file, (time.time() - seconds_ago,) * 2)
+
+
+def test_no_path_compares_the_latest_multirun(tmp_path: Path, monkeypatch, capsys) -> None:
+    older = write_multirun(tmp_path, sweep_results())  # outputs/multirun/2026-11-02/10-00-00
+    newer = tmp_path / "outputs" / "multirun" / "compare_methods" / "2026-11-03_09-00-00"
+    shutil.copytree(older, newer)
+    age(older, 3600)
+    age(newer, 60)
+    (older / "0" / "wandb" / "offline-run-x" / "files" / "results.json").touch()  # W&B's copy is not a run
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MPO_OUTPUTS", raising=False)
+    written = compare.main([])
+    captured = capsys.readouterr()
+    assert f"comparing the latest multirun: {Path('outputs/multirun/compare_methods/2026-11-03_09-00-00')}" \
+        in captured.err
+    assert written["markdown"].parent == Path("outputs/multirun/compare_methods/2026-11-03_09-00-00")
+    age(older, 0)  # the older sweep got a new job: it is the latest now
+    assert compare.main([])["markdown"].parent == Path("outputs/multirun/2026-11-02/10-00-00")
+
+
+def test_no_path_honours_mpo_outputs_and_says_when_there_is_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    sweep = write_multirun(tmp_path / "elsewhere", sweep_results())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPO_OUTPUTS", str(tmp_path / "elsewhere" / "outputs"))
+    assert compare.main([])["markdown"].parent == sweep
+    monkeypatch.delenv("MPO_OUTPUTS")  # outputs/ under the cwd: nothing there
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and err == (
+        "python -m mpo.compare: error: no PATH given, and no multirun under outputs/multirun has a results.json yet: "
+        "give run or multirun dirs, or --wandb-project")
 
 
 @pytest.mark.parametrize("breakage, key", [

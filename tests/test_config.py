@@ -80,3 +80,13 @@ def test_single_by_position(compose_cfg):
     assert load_config(compose_cfg("method=single_1")).method.objective == "conciseness"
     with pytest.raises(ConfigError, match="has 2 objectives"):
         load_config(compose_cfg("method=single_2"))
+
+
+def test_a_single_run_dir_names_task_and_method(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["task=reviews3", "method=mpo", f"paths.root={tmp_path}"],
+                      return_hydra_config=True)
+        run_dir = Path(cfg.hydra.run.dir)
+    assert run_dir.parent.parent == tmp_path / "runs" and run_dir.name.endswith("-reviews3-mpo")

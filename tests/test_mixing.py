@@ -364,7 +364,7 @@ def test_mixture_policy_needs_left_padding():
 
 
 def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path, capsys):
-    """Smoke test of `python -m mpo.bench` (timings are reported, never asserted: STYLE.md §10)."""
+    """Smoke test of `python -m mpo.bench` (timings are reported, never asserted)."""
     import json
 
     from mpo import bench

@@ -71,6 +71,13 @@ def test_results_json_never_holds_bare_nan(tmp_path):
         "correlation": {"a~b": None}, "x": [None, 1.0]}
 
 
+def test_results_json_keeps_the_objective_order(tmp_path):
+    """`method.weights=[0.8,0.2]` is in objective order (sentiment, conciseness); results.json says it the same way."""
+    write_json(tmp_path / "r.json", {"objectives": ["sentiment", "conciseness"],
+                                     "weights": {"sentiment": 0.8, "conciseness": 0.2}})
+    assert list(json.loads((tmp_path / "r.json").read_text())["weights"]) == ["sentiment", "conciseness"]
+
+
 def test_the_cli_reports_a_nan_scorer_in_one_line(tmp_path):
     env = {**os.environ, "MPO_OUTPUTS": str(tmp_path / "outputs")}
     env.pop("HYDRA_FULL_ERROR", None)

@@ -15,6 +15,7 @@ from mpo.tracking import (
     Tracker,
     TrackingConfig,
     _thin,
+    sweep_group,
     resolve_mode,
     wandb_api_key_configured,
 )
@@ -311,3 +312,13 @@ def test_config_validation_and_trace_thinning():
     thinned = _thin([float(i) for i in range(2500)], 1000)
     assert len(thinned) <= 1000 and thinned[0] == (0, 0.0) and thinned[-1] == (2499, 2499.0)
     assert all(step == value for step, value in thinned)
+
+
+@pytest.mark.parametrize("name,sweep_dir,group", [
+    ("default", None, "default"),  # a single run
+    ("compare_methods", "outputs/multirun/compare_methods/2026-11-23_14-02-11", "compare_methods-2026-11-23_14-02-11"),
+    ("default", "outputs/multirun/2026-11-23/14-02-11", "default-2026-11-23_14-02-11"),  # an ad-hoc -m grid
+    ("default", "/tmp/x/outputs/multirun/two_methods", "two_methods"),  # a sweep dir the user named
+])
+def test_the_wandb_group_names_the_sweep_and_keeps_launches_apart(name, sweep_dir, group):
+    assert sweep_group(name, sweep_dir) == group
