@@ -54,7 +54,8 @@ def test_help_lists_every_group_with_its_user_facing_presets_only(help_text):
         assert files <= set(groups[group]), group  # every preset file (launchers: Hydra's plugins' too)
         assert not [o for o in groups[group] if o.startswith("_")], group
     assert groups["method"] == sorted(user_groups()["method"])
-    assert "base_config" not in help_text and "_mpo" not in help_text
+    # no schema entry (`_mpo`, `_single`, ...) as a word of its own; `reward_soups_mpo` is a preset
+    assert "base_config" not in help_text and not re.search(r"(?<![\w])_(mpo|single|reference)\b", help_text)
     assert re.search(r"^  method= +.*\bmpo\*", help_text, flags=re.M)  # this command's choice is marked
 
 
@@ -77,7 +78,8 @@ def test_help_of_a_sweep_file(tmp_path):
 
 @pytest.mark.parametrize("override,line", [
     ("method=mpoo", "error: method=mpoo: no such method preset (did you mean 'mpo'?); the presets are maxmin_rlhf, "
-                    "mixed_po, morlhf, mpo, reference, reward_soups, single, single_0, single_1, single_2"),
+                    "mixed_po, morlhf, mpo, reference, reward_soups, reward_soups_mpo, single, single_0, single_1, "
+                    "single_2"),
     ("task=zzz", "error: task=zzz: no such task preset; the presets are hh_rlhf, imdb, reviews, reviews3"),
     ("hydra/launcher=sge", "error: hydra/launcher=sge: no such hydra/launcher preset; the presets are basic, joblib, "
                            "local_parallel, slurm, submitit_local, submitit_slurm"),
