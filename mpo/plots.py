@@ -133,23 +133,30 @@ def plot_reward_front(rows: list[dict], results: list[dict], path: Path) -> Path
 
 
 def plot_kl(rows: list[dict], path: Path) -> Path:
-    """Min win-rate against KL(π‖π_ref), one point per row with both CIs: what each method bought with how far
-    it moved from the reference (the trade-off every method's objective sets with β)."""
-    fig = _new_figure(7, 4.5)
-    ax = fig.add_subplot()
+    """Against KL(π‖π_ref), one point per row: the min win-rate (with both CIs), then each objective's mean
+    reward: what each method bought with how far it moved from the reference (the trade-off β sets)."""
+    objectives = row_objectives(rows)
+    fig = _new_figure(4.2 * (1 + len(objectives)), 4.2)
     colors = _method_colors(r["method"] for r in rows)
-    for r, name in zip(rows, _names(rows)):
-        x, y = r["kl/mean"], r["min_win_rate/mean"]
-        if math.isnan(x) or math.isnan(y):
-            continue
-        xerr = [[_nan0([x - r["kl/ci_low"]])[0]], [_nan0([r["kl/ci_high"] - x])[0]]]
-        yerr = [[_nan0([y - r["min_win_rate/ci_low"]])[0]], [_nan0([r["min_win_rate/ci_high"] - y])[0]]]
-        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", color=colors[r["method"]], capsize=2, ms=4)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("KL(π‖π_ref), nats per response (own evaluation samples)")
-    ax.set_ylabel("min win-rate vs reference")
-    ax.grid(alpha=0.3)
+    panels = [("min_win_rate", "min win-rate vs reference")] + [(f"reward/{o}", f"reward {o}") for o in objectives]
+    for i, (key, label) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for r, name in zip(rows, _names(rows)):
+            x, y = r["kl/mean"], r[f"{key}/mean"]
+            if math.isnan(x) or math.isnan(y):
+                continue
+            xerr = [[_nan0([x - r["kl/ci_low"]])[0]], [_nan0([r["kl/ci_high"] - x])[0]]]
+            yerr = None
+            if key == "min_win_rate":
+                yerr = [[_nan0([y - r["min_win_rate/ci_low"]])[0]], [_nan0([r["min_win_rate/ci_high"] - y])[0]]]
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", color=colors[r["method"]], capsize=2, ms=4)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        if key == "min_win_rate":
+            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("KL(π‖π_ref), nats per response")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
 
