@@ -21,6 +21,7 @@ def main(cfg: DictConfig) -> float:
 
     record_job(cfg)  # .hydra/ files, multirun.yaml and sys.argv, with secrets masked
     try:
+        refuse_schema_entries()
         mpo.config.load_config(cfg)  # every config check, before torch/transformers are imported (~1 s, not ~8)
         from mpo.experiment import run
 
@@ -29,6 +30,17 @@ def main(cfg: DictConfig) -> float:
         err.mpo_job = sweep_job()  # which job of a sweep failed, told by `mpo.cli` (secrets masked)
         raise
     return results["min_win_rate"]  # what a Hydra sweeper would optimise
+
+
+def refuse_schema_entries() -> None:
+    """``method=_mpo`` composes (the schema is stored under that name) but is no preset: it would skip the
+    preset's YAML and run with schema defaults only."""
+    from hydra.core.hydra_config import HydraConfig
+
+    for group, choice in HydraConfig.get().runtime.choices.items():
+        if isinstance(choice, str) and choice.startswith("_") and not group.startswith("hydra"):
+            raise mpo.config.ConfigError(f"{group}={choice} is an internal schema entry, not a preset: use "
+                                         f"{group}={choice.lstrip('_')} (python -m mpo.run --help lists the presets)")
 
 
 def sweep_job() -> str | None:

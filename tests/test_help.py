@@ -80,6 +80,8 @@ def test_help_of_a_sweep_file(tmp_path):
     ("method=mpoo", "error: method=mpoo: no such method preset (did you mean 'mpo'?); the presets are maxmin_rlhf, "
                     "mixed_po, morlhf, mpo, reference, reward_soups, reward_soups_mpo, single, single_0, single_1, "
                     "single_2"),
+    ("method=_mpo", "error: method=_mpo is an internal schema entry, not a preset: use method=mpo (python -m mpo.run "
+                    "--help lists the presets)"),
     ("task=zzz", "error: task=zzz: no such task preset; the presets are hh_rlhf, imdb, reviews, reviews3"),
     ("hydra/launcher=sge", "error: hydra/launcher=sge: no such hydra/launcher preset; the presets are basic, joblib, "
                            "local_parallel, slurm, submitit_local, submitit_slurm"),
