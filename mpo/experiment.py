@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ def quiet_libraries() -> None:
     import datasets
     import transformers
 
+    # we pass gradient_checkpointing=False on purpose (TRL 1.16 defaults it on): one warning per stage otherwise
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

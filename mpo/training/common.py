@@ -80,6 +80,9 @@ def train_from_checkpoint(trainer):
     """``trainer.train()``, resumed from the last checkpoint a killed build of this stage left, if any: the
     Trainer restores weights, optimizer, scheduler and RNG states and skips the batches already seen, so on
     CPU with a fixed seed the result equals an uninterrupted build's (tests/test_resume.py)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # per-step metric dicts go to W&B (mpo.tracking), not the console
     return trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
 
 
