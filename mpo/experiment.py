@@ -108,10 +108,36 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                  results["min_win_rate_objective"])
         tracker.log_results(results)
         tracker.finish(0)
+        print(run_summary(results), flush=True)  # after W&B's footer, so it is the run's last word
         return results
     except BaseException:
         tracker.finish(1)
         raise
+
+
+def _ci(entry: dict, low: str = "ci_low", high: str = "ci_high", digits: int = 3) -> str:
+    return f"[{entry[low]:.{digits}f}, {entry[high]:.{digits}f}]" if entry.get(low) is not None else ""
+
+
+def run_summary(results: dict) -> str:
+    """What the run found, in a few lines: per-objective win-rate with CI, the min, λ, KL and the cost."""
+    lines = [f"== {results['label']} on {results['task']} (β={results['beta']:g}, seed {results['seed']}) =="]
+    for objective in results["objectives"]:
+        win = results["win_rate"][objective]
+        lines.append(f"  win-rate {objective:<14} {win['mean']:.3f} {_ci(win)}")
+    ci = results.get("min_win_rate_ci") or {}
+    lines.append(f"  min win-rate {'':<10} {results['min_win_rate']:.3f} {_ci(ci, 'low', 'high')} "
+                 f"({results['min_win_rate_objective']})")
+    if results.get("weights"):
+        lines.append("  weights " + ", ".join(f"{k} {v:.3f}" for k, v in results["weights"].items())
+                     + (f" ({results['weights_source']})" if results.get("weights_source") else ""))
+    kl = results.get("kl") or {}
+    if kl.get("mean") is not None:
+        lines.append(f"  KL to reference {kl['mean']:.2f} nats {_ci(kl, digits=2)}")
+    split = results["cost"]["split"]
+    lines.append("  CPU-s: " + ", ".join(f"{part} {split[part]['cpu_seconds']:.0f}" for part in split)
+                 + f"; results: {Path(results['run_dir']) / 'results.json'}")
+    return "\n".join(lines)
 
 
 def build_method(ctx: RunContext):

@@ -71,8 +71,16 @@ def test_reference_run_results_and_wandb_files(store):
     assert any(key.startswith("train/sft/") for row in logged["history"] for key in row)
 
 
-def test_second_run_reuses_every_stage(store):
+def test_second_run_reuses_every_stage(store, capsys):
     results, _ = run_method(store, "reference-again", "method=reference", "logger=none")
+    # the run ends with what it found: per-objective win-rates, the min with its CI, KL and the cost split
+    summary = capsys.readouterr().out.strip().splitlines()[-6:]
+    assert summary[0] == "== reference on reviews (β=0.1, seed 0) =="
+    win = results["win_rate"]["sentiment"]
+    assert summary[1].split() == ["win-rate", "sentiment", f"{win['mean']:.3f}", f"[{win['ci_low']:.3f},",
+                                  f"{win['ci_high']:.3f}]"]
+    assert summary[3].startswith("  min win-rate") and "KL to reference 0.00 nats" in summary[4]
+    assert summary[5].startswith("  CPU-s: shared ") and summary[5].endswith("results.json")
     assert results["cost"]["reference"]["reused"] and results["cost"]["base_model"]["reused"]
     assert results["wandb"] is None
 
