@@ -18,8 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(OFFLINE) $(PY) -m mpo.run --config-dir sweeps --config-name compare_methods
-	$(PY) -m mpo.compare $$(ls -d outputs/multirun/compare_methods/* | tail -1)
+	$(OFFLINE) $(PY) -m mpo.run --config-dir sweeps --config-name compare_methods  # ends by running mpo.compare
 
 test: setup
 	$(OFFLINE) $(PY) -m pytest -q

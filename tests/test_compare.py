@@ -516,3 +516,20 @@ def test_old_results_without_per_prompt_data(multirun: Path, tmp_path: Path, cap
     assert f"| {result['min_win_rate']:.3f} |" in compare.to_markdown(rows)  # the mean alone, no CI
     error = refusal([multirun], capsys, "--baseline", "maxmin_rlhf", "--out", str(tmp_path / "out"))
     assert f"{file}: no per-prompt win-rates (key 'per_prompt'), which --baseline needs: re-run its evaluation" in error
+
+
+def test_a_sweep_ends_with_its_comparison(multirun: Path, tmp_path: Path, capsys) -> None:
+    """The Hydra callback of sweeps/compare_methods.yaml: compare on the sweep dir, the report's path printed;
+    a comparison that fails is a warning, never an exception that would hide the finished runs."""
+    from omegaconf import OmegaConf
+
+    from mpo.callbacks import CompareWhenDone
+
+    CompareWhenDone(baseline="maxmin_rlhf").on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(multirun)}}}))
+    out = capsys.readouterr().out
+    assert (multirun / "report.md").exists() and f"report: {multirun / 'report.md'}" in out
+    assert (multirun / "paired_vs_maxmin_rlhf.md").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    CompareWhenDone().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(empty)}}}))
+    assert not (empty / "report.md").exists()
