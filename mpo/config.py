@@ -364,7 +364,7 @@ class Config:
     experiment_name: str = "default"
     seed: int = 0
     device: str = "auto"
-    # torch CPU threads (0: torch's default); 1 when parallel jobs share a few cores
+    # torch CPU threads (0: torch's default, or the cores split between a parallel launcher's n_jobs)
     threads: int = 0
     # seconds a job waits for another job that is building an artifact it needs, before giving up
     lock_timeout: float = 6 * 3600.0

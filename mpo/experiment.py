@@ -66,6 +66,24 @@ def start_tracker(config: Config, raw: DictConfig, run_dir: Path, job: dict[str,
                          run_dir=run_dir)
 
 
+def parallel_jobs() -> int:
+    """How many jobs the Hydra launcher runs at once (joblib's n_jobs; 1 outside a parallel multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 1
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    return int(n_jobs) if isinstance(n_jobs, int) and n_jobs > 0 else 1
+
+
+def torch_threads(threads: int, jobs: int, cpus: int) -> int:
+    """``threads`` if set; else, when ``jobs`` run at once, the cores split between them (so their torch threads
+    do not fight over the same cores); else 0: torch's own default."""
+    if threads > 0:
+        return threads
+    return max(1, cpus // jobs) if jobs > 1 else 0
+
+
 def reference_evaluation(ctx: RunContext) -> tuple[Samples, dict]:
     """The reference's responses to the held-out prompts (an artifact shared by every method) and their scores."""
     data, _ = task_data(ctx)
@@ -79,10 +97,11 @@ def reference_evaluation(ctx: RunContext) -> tuple[Samples, dict]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     config = load_config(cfg)  # every check that needs no model runs here, before anything is loaded
     quiet_libraries()
-    if config.threads > 0:
+    threads = torch_threads(config.threads, parallel_jobs(), os.cpu_count() or 1)
+    if threads > 0:
         import torch
 
-        torch.set_num_threads(config.threads)
+        torch.set_num_threads(threads)
     run_dir = Path(config.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     job = hydra_job()

@@ -90,3 +90,11 @@ def test_a_single_run_dir_names_task_and_method(tmp_path):
                       return_hydra_config=True)
         run_dir = Path(cfg.hydra.run.dir)
     assert run_dir.parent.parent == tmp_path / "runs" and run_dir.name.endswith("-reviews3-mpo")
+
+
+@pytest.mark.parametrize("threads,jobs,cpus,expected", [(0, 1, 2, 0), (0, 2, 2, 1), (0, 2, 16, 8), (0, 3, 2, 1),
+                                                         (4, 2, 16, 4)])
+def test_parallel_jobs_split_the_cores(threads, jobs, cpus, expected):
+    from mpo.experiment import torch_threads
+
+    assert torch_threads(threads, jobs, cpus) == expected
