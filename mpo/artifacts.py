@@ -179,7 +179,8 @@ class ArtifactStore:
 
     def _reuse(self, artifact: Artifact) -> Artifact:
         if artifact.path not in self._announced:
-            log.info("reusing %s artifact %s (built %s)", artifact.stage, artifact.digest,
+            # debug: a sweep reuses dozens; what is built (and how long it took) stays on the console
+            log.debug("reusing %s artifact %s (built %s)", artifact.stage, artifact.digest,
                      artifact.manifest.get("built_at", "?"))
             self._announced.add(artifact.path)
         return artifact
