@@ -14,7 +14,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from mpo.artifacts import ArtifactStore, cpu_seconds, json_safe, peak_memory_mb, write_json
-from mpo.config import Config, load_config
+from mpo.config import Config, ConfigError, load_config
 from mpo.costs import summary as cost_summary
 from mpo.evaluation import Samples, evaluate, objective_correlations, reference_seed, score_all
 from mpo.masking import mask_overrides
@@ -94,8 +94,20 @@ def reference_evaluation(ctx: RunContext) -> tuple[Samples, dict]:
     return samples, score_all(ctx.scorers, samples)
 
 
+def refuse_multiprocess() -> None:
+    """Under torchrun/accelerate every rank would build the same artifacts and wait on each other's locks (a
+    hang, not a result): until ranks are coordinated, say so instead."""
+    from mpo.budget import world_size
+
+    if world_size() > 1:
+        raise ConfigError(f"WORLD_SIZE={world_size()}: multi-process runs (torchrun, accelerate launch) are not "
+                          "supported yet; run one process per job (parallel jobs: hydra/launcher=local_parallel "
+                          "or slurm)")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     config = load_config(cfg)  # every check that needs no model runs here, before anything is loaded
+    refuse_multiprocess()
     quiet_libraries()
     threads = torch_threads(config.threads, parallel_jobs(), os.cpu_count() or 1)
     if threads > 0:

@@ -189,6 +189,14 @@ def test_dead_wandb_connection_loses_nothing(store, monkeypatch):
     assert time.perf_counter() - start < 90
 
 
+def test_multi_process_launch_is_refused_not_hung(store, monkeypatch):
+    from mpo.config import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="WORLD_SIZE=2: multi-process runs .* are not supported yet"):
+        run_method(store, "torchrun", "method=reference", "logger=none")
+
+
 def test_bad_config_fails_before_any_model_loads(store):
     from mpo.config import ConfigError
 
