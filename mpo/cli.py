@@ -9,15 +9,15 @@ HYDRA_FULL_ERROR=1 themselves gets every traceback, as Hydra promises.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
 from mpo.config_dirs import CONF_DIR
-from mpo.errors import did_you_mean, one_line, user_error
+from mpo.errors import closest, did_you_mean, one_line, user_error
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT_CODE = 2
@@ -79,10 +79,8 @@ def _missing_preset(err: Exception) -> str:
     if not found:
         return one_line(str(err))
     group, name = found.groups()
-    options = presets(group)
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{group}={name}: no such {group} preset{hint}; the presets are {', '.join(options)}"
+    options = presets(group)  # listed in full just after, so only the closest one as a hint
+    return f"{group}={name}: no such {group} preset{closest(name, options)}; the presets are {', '.join(options)}"
 
 
 def presets(group: str) -> list[str]:

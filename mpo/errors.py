@@ -47,12 +47,18 @@ def user_error(err: BaseException | None) -> UserError | None:
     return None
 
 
+def closest(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or "" when none is close."""
+    close = difflib.get_close_matches(word, sorted(str(o) for o in options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest option, or a list of the options when none is close."""
     options = sorted(str(o) for o in options)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
+    hint = closest(word, options)
+    if hint:
+        return hint
     shown = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
     return f" (known keys: {shown})" if options else ""
 
