@@ -58,7 +58,7 @@ def _split(stage: str, examples: int, kwargs: Mapping[str, Any], processes: int)
                 f"{processes} process(es) ≠ {examples} examples per step from trainer.budget: drop one of the two")
         return batch, accumulation
     if batch is None and accumulation is None:
-        batch, accumulation = None, 1
+        accumulation = 1  # the whole step in one batch
     fixed = batch if batch is not None else accumulation
     if examples % (fixed * processes):
         key = "per_device_train_batch_size" if batch is not None else "gradient_accumulation_steps"

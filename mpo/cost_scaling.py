@@ -106,7 +106,6 @@ def compose(overrides: Sequence[str]):
     from hydra import initialize_config_dir
 
     import mpo.config  # noqa: F401  (registers the schemas)
-
     from mpo.config_dirs import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
