@@ -123,12 +123,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx = RunContext(config, ArtifactStore(config.paths.artifacts, lock_timeout=config.lock_timeout), tracker)
         reference, reference_scores = reference_evaluation(ctx)
         output = build_method(ctx)
-        eval0, eval_cpu0 = time.perf_counter(), cpu_seconds()
-        metrics = evaluate(output.policy, reference, reference_scores, ctx.scorers, decoding(ctx),
-                           resamples=config.eval.bootstrap, level=config.eval.ci, n_show=config.eval.n_show_samples,
-                           reference_policy=load_policy(ctx, reference_policy(ctx)))
-        ctx.costs["evaluation"] = {"seconds": time.perf_counter() - eval0, "cpu_seconds": cpu_seconds() - eval_cpu0,
-                                   "peak_memory_mb": peak_memory_mb(), "category": "evaluation", "reused": False}
+        with ctx.charged_to("evaluation"), ctx.timed("evaluation"):
+            metrics = evaluate(output.policy, reference, reference_scores, ctx.scorers, decoding(ctx),
+                               resamples=config.eval.bootstrap, level=config.eval.ci,
+                               n_show=config.eval.n_show_samples,
+                               reference_policy=load_policy(ctx, reference_policy(ctx)))
         results = assemble(config, output, metrics, ctx.costs, job, run_dir, tracker.run_path)
         # how much the objectives conflict for the reference policy (its own held-out samples)
         results["reference_correlation"] = objective_correlations(reference_scores)
