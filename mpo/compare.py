@@ -13,7 +13,7 @@ the files report (the quantity the paper reports per run), not the minimum of me
 
 ``--baseline LABEL`` adds paired differences of every other row against the row labelled LABEL in the same
 (task, policy, β) block: runs paired by seed, evaluated on the same prompts (their ``per_prompt`` fingerprints
-must agree), prompts resampled jointly for both runs and within each seed (`mpo.stats.paired_differences`);
+must agree), prompts resampled jointly for both runs and within each seed (`mpo.paired`);
 written as ``paired_vs_<LABEL>.md`` and ``.csv`` beside the comparison and printed.
 """
 
@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mpo.costs import CATEGORIES as COST_PARTS
 from mpo.errors import UserError
 from mpo.plots import (  # noqa: F401  (preset_fronts and the plot functions are public here too)
     _varies,
@@ -43,7 +44,6 @@ from mpo.plots import (  # noqa: F401  (preset_fronts and the plot functions are
     preset_fronts,
     row_objectives,
 )
-from mpo.costs import CATEGORIES as COST_PARTS
 from mpo.report import write_report
 from mpo.stats import t_interval
 
@@ -433,8 +433,8 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
                   level: float = 0.95) -> dict[str, Path]:
-    """Write comparison.md, comparison.csv, win_rates.png, cost.png, kl.png (min win-rate vs KL) and (two
-    objectives only) reward_front.png into ``out_dir``; return them by name."""
+    """Write comparison.md, comparison.csv, win_rates.png, cost.png, kl.png (min win-rate and rewards vs KL)
+    and (two objectives only) reward_front.png into ``out_dir``; return them by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
@@ -520,7 +520,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     except (OSError, ValueError, RuntimeError, UserError) as err:
         parser.error(str(err))
     rows = comparison_table(results, level=args.level)
-    print(to_markdown(rows, level=args.level))
+    table = to_markdown(rows, level=args.level)
+    print(table)
     first = Path(args.paths[0]) if args.paths else None
     out_dir = Path(args.out) if args.out else first if first is not None and first.is_dir() else Path.cwd()
     written = write_outputs(rows, results, out_dir, level=args.level)
@@ -531,8 +532,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         print(markdown)
         written.update(write_paired(paired, markdown, args.baseline, out_dir))
     command = " ".join(["python -m mpo.compare", *(argv if argv is not None else sys.argv[1:])])
-    written["report"] = write_report(rows, to_markdown(rows, level=args.level), paired, markdown, args.baseline,
-                                     written, out_dir, command)
+    written["report"] = write_report(rows, table, paired, markdown, args.baseline, written, out_dir, command)
     for path in written.values():
         print(f"wrote {path}", file=sys.stderr)
     return written
