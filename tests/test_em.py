@@ -105,6 +105,10 @@ def test_em_recovers_planted_groups(tmp_path):
     assert result["log_likelihood"][-1] > result["log_likelihood"][0]
     saved = json.loads((tmp_path / "em" / "assignments.json").read_text())
     assert saved["assignments"] == result["assignments"]
+    # every group's fit in every iteration trained EM_ARGS' steps on pairs (2 sequences each)
+    fits = sum(1 for h in saved["history"] for fit in h["fit"] if fit["pairs"] > 0)
+    per_fit = EM_ARGS["max_steps"] * EM_ARGS["per_device_train_batch_size"] * 2
+    assert fits >= 2 and result["trained_sequences"] == fits * per_fit
     assert not list((tmp_path / "em").glob("_iter*"))  # intermediate models are cleaned up
     # Each group's reward model fits its own users' labels better than the other group's users' labels.
     for h in range(2):

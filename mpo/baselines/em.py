@@ -180,6 +180,8 @@ def _finish(out_dir: Path, model_dirs: list[Path], assignment: dict, users: list
         "log_likelihood": [h["log_likelihood"] for h in history],
         "group_sizes": [sum(1 for u in users if assignment[u] == h) for h in range(n_groups)],
         "assignments": {str(u): assignment[u] for u in users},
+        # every M-step's reward models count against the budget (mpo.budget), not only the final ones
+        "trained_sequences": sum(int(fit.get("trained_sequences", 0)) for h in history for fit in h["fit"]),
     }
     (out_dir / ASSIGNMENTS).write_text(json.dumps({**result, "history": history}, indent=2, default=float))
     return result
