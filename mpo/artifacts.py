@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mpo.artifact_files import Fingerprints, file_records, first_mismatch, local_paths
+from mpo.distributed import barrier, broadcast, is_main, rank, world_size
 from mpo.errors import ArtifactError
 from mpo.masking import mask
 from mpo.store_lock import KeyLock
@@ -114,6 +115,7 @@ class ArtifactStore:
         self.fingerprints = Fingerprints(self.root / ".fingerprints.json")
         self._announced: set[Path] = set()  # say "reusing" once per artifact and process
         self._verified: set[Path] = set()  # artifacts whose files this process has checked
+        self._alone = False  # rank 0 is running a build the other ranks do not take part in
 
     def inputs(self, spec: Mapping[str, Any]) -> dict[str, str]:
         """Content fingerprints of the local files and directories the spec names (a data file, a model dir)."""
@@ -137,14 +139,19 @@ class ArtifactStore:
         spec: Mapping[str, Any],
         build: Callable[[Path], Mapping[str, Any] | None],
         deps: Sequence[Artifact] = (),
+        collective: bool = False,
     ) -> Artifact:
         """Return the artifact for ``(stage, spec, deps)``, building it with ``build(work_dir)`` if absent.
 
         ``build`` writes its files into the directory it is given and may return a dict of metrics, stored in
         the manifest as ``info``. Another process building the same key is waited for. A damaged artifact is
         rebuilt. A build killed earlier leaves its training checkpoints (``work_dir/_trainer``), from which
-        the next build of the key resumes.
+        the next build of the key resumes. In a multi-process job (mpo.distributed) rank 0 decides and
+        publishes; a ``collective`` build (a TRL training stage) runs on every rank, the others in a scratch
+        directory that is discarded; any other build runs on rank 0 while the others wait at a barrier.
         """
+        if world_size() > 1:
+            return self._get_or_build_ranks(stage, spec, build, deps, collective)
         inputs = self.inputs(spec)
         path = self.root / stage / digest(stage, spec, deps, inputs)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +165,46 @@ class ArtifactStore:
             if isinstance(found, str):
                 log.warning("%s artifact %s failed verification (%s): rebuilding it", stage, path, found)
             return self._build(stage, spec, build, deps, path, inputs)
+
+    def _get_or_build_ranks(self, stage, spec, build, deps, collective: bool) -> Artifact:
+        """`get_or_build` for one rank of a multi-process job: rank 0 alone checks, locks and writes."""
+        if self._alone:
+            raise RuntimeError(f"the {stage} artifact is asked for inside a build only rank 0 runs: the other ranks "
+                               "would never answer; ask for it before that build (or make that stage collective)")
+        lock, artifact = None, None
+        if is_main():
+            inputs = self.inputs(spec)
+            path = self.root / stage / digest(stage, spec, deps, inputs)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            found = self._check(stage, path)
+            if not isinstance(found, Artifact):
+                lock = KeyLock(Path(f"{path}.lock"), f"the {stage} artifact {path.name}", self.lock_timeout)
+                lock.__enter__()
+                found = self._check(stage, path)
+            artifact = found if isinstance(found, Artifact) else None
+        what = f"{stage} artifact"
+        path, build_it = broadcast((path, artifact is None) if is_main() else None, f"deciding on the {what}")
+        try:
+            if build_it and is_main():
+                if path.exists():
+                    log.warning("%s artifact %s failed verification: rebuilding it", stage, path)
+                self._alone = not collective
+                try:
+                    artifact = self._build(stage, spec, build, deps, path, inputs)
+                finally:
+                    self._alone = False
+            elif build_it and collective:
+                _build_alongside(path, build)
+            barrier(f"building the {what} {path.name}")
+        finally:
+            if lock is not None:
+                lock.release()
+        if artifact is None:  # a rank other than 0: read what rank 0 published
+            artifact = self._check(stage, path)
+            if not isinstance(artifact, Artifact):
+                raise ArtifactError(f"rank {rank()}: the {what} {path} that rank 0 published is {artifact or 'absent'}"
+                                    " (is the artifact store on a filesystem every rank sees? set paths.artifacts)")
+        return self._reuse(artifact)
 
     def _check(self, stage: str, path: Path) -> Artifact | str | None:
         """The artifact if it is there and its files are those its manifest records; what is wrong with it if
@@ -240,6 +287,19 @@ class ArtifactStore:
                     shutil.rmtree(entry, ignore_errors=True)
                 finally:
                     lock.release()
+
+
+def _build_alongside(path: Path, build: Callable[[Path], Any]) -> None:
+    """A rank other than 0 takes part in a collective build (its TRL trainer's steps) in a scratch directory
+    of its own, removed afterwards: only rank 0's output is published. Checkpoints to resume from are rank 0's
+    (mpo.training.common.train_from_checkpoint)."""
+    scratch = path.parent / f".rank{rank()}-{path.name}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        build(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _keep_only_checkpoints(work: Path) -> None:

@@ -68,6 +68,18 @@ def _split(stage: str, examples: int, kwargs: Mapping[str, Any], processes: int)
     return (batch, other) if batch is not None else (other, accumulation)
 
 
+def global_batch(stage: str, kwargs: Mapping[str, Any], processes: int) -> dict[str, Any]:
+    """``kwargs`` of an unbudgeted stage (SFT) with its per-device batch divided between ``processes``, so that
+    a multi-process job trains on the batch the preset names (the same problem as one process, not a larger one)."""
+    batch = kwargs.get("per_device_train_batch_size")
+    if processes == 1 or batch is None:
+        return dict(kwargs)
+    if batch % processes:
+        raise ConfigError(f"trainer.{stage}.per_device_train_batch_size={batch} is the batch of one optimizer step "
+                          f"and does not split between {processes} processes: use a multiple of {processes}")
+    return {**kwargs, "per_device_train_batch_size": batch // processes}
+
+
 def split_steps(steps: int, share: float) -> tuple[int, int]:
     """A two-stage method's budget: ``share`` of the steps to its first stage, the rest (at least 1) to the second."""
     first = min(max(1, round(steps * share)), steps - 1) if steps > 1 else 1

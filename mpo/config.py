@@ -368,6 +368,9 @@ class Config:
     threads: int = 0
     # seconds a job waits for another job that is building an artifact it needs, before giving up
     lock_timeout: float = 6 * 3600.0
+    # multi-process jobs (torchrun, accelerate launch): seconds a rank waits for the others at one step
+    # (rank 0 building samples or evaluating while the others wait) before it stops, naming the step
+    distributed_timeout: float = 3600.0
 
 
 _METHODS = {
@@ -413,14 +416,18 @@ def validate(cfg: Config) -> Config:
 
 def apply_budget(trainer: TrainerConfig) -> None:
     """Set max_steps and the batch of every budgeted stage from ``trainer.budget`` (mpo.budget)."""
-    from mpo.budget import SEQUENCES_PER_EXAMPLE, budgeted, world_size
+    from mpo.budget import SEQUENCES_PER_EXAMPLE, budgeted, global_batch, world_size
 
+    processes = world_size()
+    trainer.sft = global_batch("sft", trainer.sft, processes)
     budget = trainer.budget
-    if budget.steps is None:
+    if budget.steps is None:  # each stage's own batch, kept global across processes
+        for stage in SEQUENCES_PER_EXAMPLE:
+            setattr(trainer, stage, global_batch(stage, getattr(trainer, stage), processes))
         return
     for stage in SEQUENCES_PER_EXAMPLE:
         setattr(trainer, stage, budgeted(stage, getattr(trainer, stage), budget.steps, budget.sequences_per_step,
-                                         world_size()))
+                                         processes))
 
 
 def load_config(cfg: DictConfig) -> Config:

@@ -13,6 +13,7 @@ from typing import Any
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
+from mpo import distributed
 from mpo.artifacts import ArtifactStore, cpu_seconds, json_safe, peak_memory_mb, write_json
 from mpo.config import Config, ConfigError, load_config
 from mpo.costs import summary as cost_summary
@@ -94,20 +95,25 @@ def reference_evaluation(ctx: RunContext) -> tuple[Samples, dict]:
     return samples, score_all(ctx.scorers, samples)
 
 
-def refuse_multiprocess() -> None:
-    """Under torchrun/accelerate every rank would build the same artifacts and wait on each other's locks (a
-    hang, not a result): until ranks are coordinated, say so instead."""
-    from mpo.budget import world_size
+def check_ranks(config: Config) -> None:
+    """What a multi-process job (torchrun, accelerate launch) cannot do, refused before any rank starts work."""
+    from mpo.distributed import world_size
 
-    if world_size() > 1:
-        raise ConfigError(f"WORLD_SIZE={world_size()}: multi-process runs (torchrun, accelerate launch) are not "
-                          "supported yet; run one process per job (parallel jobs: hydra/launcher=local_parallel "
-                          "or slurm)")
+    if world_size() == 1:
+        return
+    if hydra_job()["sweep"] is not None:
+        raise ConfigError(f"WORLD_SIZE={world_size()} with -m: a multi-process launch runs one job; launch one "
+                          "torchrun per job, or sweep with one process per job (hydra/launcher=local_parallel)")
+    if getattr(config.method, "em", False):
+        raise ConfigError("maxmin_rlhf method.em=true alternates assignments and reward-model fits that only one "
+                          "process can run: launch it without torchrun/accelerate (WORLD_SIZE=1)")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     config = load_config(cfg)  # every check that needs no model runs here, before anything is loaded
-    refuse_multiprocess()
+    check_ranks(config)
+    distributed.init(config.distributed_timeout)
+    distributed.quiet_other_ranks()
     quiet_libraries()
     threads = torch_threads(config.threads, parallel_jobs(), os.cpu_count() or 1)
     if threads > 0:
@@ -123,11 +129,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx = RunContext(config, ArtifactStore(config.paths.artifacts, lock_timeout=config.lock_timeout), tracker)
         reference, reference_scores = reference_evaluation(ctx)
         output = build_method(ctx)
+        reference_model = reference_policy(ctx)  # every rank asks the store in the same order (mpo.distributed)
+        if not distributed.is_main():
+            return other_rank_done(tracker)
         with ctx.charged_to("evaluation"), ctx.timed("evaluation"):
             metrics = evaluate(output.policy, reference, reference_scores, ctx.scorers, decoding(ctx),
                                resamples=config.eval.bootstrap, level=config.eval.ci,
                                n_show=config.eval.n_show_samples,
-                               reference_policy=load_policy(ctx, reference_policy(ctx)))
+                               reference_policy=load_policy(ctx, reference_model))
         results = assemble(config, output, metrics, ctx.costs, job, run_dir, tracker.run_path)
         # how much the objectives conflict for the reference policy (its own held-out samples)
         results["reference_correlation"] = objective_correlations(reference_scores)
@@ -138,11 +147,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                  results["min_win_rate_objective"])
         tracker.log_results(results)
         tracker.finish(0)
+        distributed.broadcast(results, "sending the results to the other ranks")
+        distributed.close()
         print(run_summary(results), flush=True)  # after W&B's footer, so it is the run's last word
         return results
     except BaseException:
         tracker.finish(1)
         raise
+
+
+def other_rank_done(tracker) -> dict[str, Any]:
+    """A rank other than 0 after the method is built: rank 0 evaluates and writes results.json; this rank waits
+    for its results (so every rank returns the same value to Hydra) and leaves."""
+    results = distributed.broadcast(None, "waiting for rank 0's evaluation and results.json")
+    tracker.finish(0)
+    distributed.close()
+    return results
 
 
 def _ci(entry: dict, low: str = "ci_low", high: str = "ci_high", digits: int = 3) -> str:

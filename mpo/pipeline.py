@@ -111,9 +111,13 @@ class RunContext:
             self.tracker.log_stage(stage, metrics)
 
     def build(self, name: str, stage: str, spec: dict, builder, deps=()) -> Artifact:
-        artifact = self.store.get_or_build(stage, spec, builder, deps)
+        artifact = self.store.get_or_build(stage, spec, builder, deps, collective=stage in COLLECTIVE_STAGES)
         self.log_stage(name, artifact)
         return self.record(name, artifact)
+
+
+# stages whose build trains through a TRL trainer: in a multi-process job every rank runs them (mpo.distributed)
+COLLECTIVE_STAGES = frozenset({"reference", "single_policy", "reward_model", "rl_policy", "mixed_po_dpo"})
 
 
 # ---------------------------------------------------------------- data and reference

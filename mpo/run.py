@@ -59,10 +59,11 @@ def sweep_job() -> str | None:
 def cli() -> None:
     """A user's mistake is one line naming the key and the fix (exit code 2); a bug keeps its traceback."""
     from mpo.cli import exit_on_user_error
+    from mpo.distributed import hydra_overrides
     from mpo.masking import mask_log_records
 
     mask_log_records()
-    sys.argv = with_shipped_sweeps(sys.argv)
+    sys.argv = with_shipped_sweeps(sys.argv) + hydra_overrides()  # torchrun: ranks > 0 get a scratch run dir
     with exit_on_user_error():
         main()
 

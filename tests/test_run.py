@@ -189,12 +189,13 @@ def test_dead_wandb_connection_loses_nothing(store, monkeypatch):
     assert time.perf_counter() - start < 90
 
 
-def test_multi_process_launch_is_refused_not_hung(store, monkeypatch):
+def test_multi_process_em_is_refused(store, monkeypatch):
+    """EM's alternation runs in one process: under torchrun it is refused before any rank starts work."""
     from mpo.config import ConfigError
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="WORLD_SIZE=2: multi-process runs .* are not supported yet"):
-        run_method(store, "torchrun", "method=reference", "logger=none")
+    with pytest.raises(ConfigError, match="method.em=true .* launch it without torchrun"):
+        run_method(store, "torchrun", "method=maxmin_rlhf", "method.em=true", "logger=none")
 
 
 def test_bad_config_fails_before_any_model_loads(store):

@@ -35,6 +35,7 @@ def trl_kwargs(args: Mapping[str, Any], out_dir: Path, seed: int = 0) -> dict[st
         "dataloader_num_workers": 0,
         "logging_steps": 10,
         "disable_tqdm": True,
+        "ddp_find_unused_parameters": False,  # every parameter of a causal LM takes part in its loss
         "seed": seed,
     }
     return {**defaults, **dict(args)}
@@ -82,8 +83,12 @@ def train_from_checkpoint(trainer):
     CPU with a fixed seed the result equals an uninterrupted build's (tests/test_resume.py)."""
     from transformers.trainer_callback import PrinterCallback
 
+    from mpo.distributed import broadcast, is_main
+
     trainer.remove_callback(PrinterCallback)  # per-step metric dicts go to W&B (mpo.tracking), not the console
-    return trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
+    # every rank resumes from rank 0's checkpoint (the others build in scratch directories: mpo.artifacts)
+    checkpoint = broadcast(last_checkpoint(trainer.args.output_dir) if is_main() else None, "finding the checkpoint")
+    return trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def save_model(trainer, out_dir: str | Path) -> None:

@@ -12,6 +12,7 @@ once (``precompute_ref_log_probs=True``), so no second model sits in memory duri
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,12 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from mpo.distributed import is_main, world_size
 from mpo.policies import logprobs_of_ids
 from mpo.training.common import train_and_save, trl_kwargs
 from mpo.training.reward_model import _pair_columns
+
+log = logging.getLogger(__name__)
 
 
 def train_dpo(
@@ -52,6 +56,11 @@ def train_dpo(
     reference_path = str(ref_model_path or model_path)
     tokenizer = _tokenizer(model_path)
     args = {"precompute_ref_log_probs": True, **trl_args, "beta": beta}
+    if world_size() > 1 and args["precompute_ref_log_probs"]:
+        # TRL caches precomputed reference log-probs of an in-memory dataset in a per-process temp dir, which the
+        # other ranks cannot open: a multi-process job scores the reference on the fly instead (the same loss)
+        log.info("DPO across %d processes: reference log-probs computed on the fly, not precomputed", world_size())
+        args["precompute_ref_log_probs"] = False
     trainer = TokenIdDPOTrainer(
         model=str(model_path),
         ref_model=None if ref_model_path is None else _causal_lm(reference_path),
@@ -63,7 +72,7 @@ def train_dpo(
     metrics = {"beta": float(beta),
                **train_and_save(trainer, out_dir, "dpo", logged=("rewards/accuracies", "rewards/margins"))}
     del trainer
-    if eval_pairs is not None and len(eval_pairs) > 0:
+    if eval_pairs is not None and len(eval_pairs) > 0 and is_main():  # rank 0 saved the policy
         metrics.update(evaluate_implicit_reward(out_dir, reference_path, eval_pairs, beta=beta))
     return metrics
 

@@ -18,6 +18,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 from trl import RewardConfig, RewardTrainer
 
+from mpo.distributed import is_main
 from mpo.scorers.reward_model import RewardModelScore
 from mpo.training.common import train_and_save, trl_kwargs
 
@@ -54,7 +55,7 @@ def train_reward_model(
     )
     metrics = train_and_save(trainer, out_dir, "reward_model", logged=("accuracy", "margin"))
     del trainer
-    if eval_pairs is not None and len(eval_pairs) > 0:
+    if eval_pairs is not None and len(eval_pairs) > 0 and is_main():  # rank 0 saved the model
         metrics.update(evaluate_reward_model(out_dir, eval_pairs))
     return metrics
 

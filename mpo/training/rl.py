@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from mpo.distributed import is_main
 from mpo.policies import Decoding, HFPolicy, load_tokenizer
 from mpo.training.common import save_model, train_from_checkpoint, trl_kwargs
 
@@ -210,7 +211,7 @@ def train_rl(
     metrics = _training_metrics(trainer.state.log_history, trainer.state.global_step)
     metrics["train_seconds"] = seconds
     metrics["trained_sequences"] = trained_sequences(trainer, "rl")
-    if eval_prompts:
+    if eval_prompts and is_main():  # rank 0 saved the policy
         decoding = Decoding(max_new_tokens=config.max_completion_length, temperature=config.temperature, seed=seed)
         metrics["eval_reward_initial"] = mean_reward(policy_path, eval_prompts, reward_funcs, reward_weights, decoding)
         metrics["eval_reward_final"] = mean_reward(out_dir, eval_prompts, reward_funcs, reward_weights, decoding)

@@ -12,6 +12,7 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerFast, TrainerCallback
 
+from mpo.distributed import is_main
 from mpo.policies import load_tokenizer
 from mpo.training.common import save_model, train_from_checkpoint, trl_kwargs
 
@@ -89,5 +90,5 @@ def train_sft(
     result = train_from_checkpoint(trainer)
     save_model(trainer, out_dir)
     load_tokenizer(model_path).save_pretrained(out_dir)  # keep left padding for generation
-    after = mean_token_loss(out_dir, eval_texts) if eval_texts else math.nan
+    after = mean_token_loss(out_dir, eval_texts) if eval_texts and is_main() else math.nan  # rank 0 saved it
     return {"train_loss": float(result.training_loss), "eval_loss_before": before, "eval_loss_after": after}
