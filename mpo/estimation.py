@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from mpo import distributed
 from mpo.config import EstimatorConfig
 from mpo.evaluation import Samples
 from mpo.pipeline import RunContext, decoding, load_policy, reference_policy, samples_on, single_policy, task_data
@@ -110,12 +111,15 @@ def _merge(sets: list[Samples], prompts: list[str]) -> Samples:
 
 
 def _score(ctx: RunContext, models: list, samples: Samples, batch_size: int) -> torch.Tensor:
-    """[N, M, len(models)] log π(y|x) of every sample under every model, one model in memory at a time."""
+    """[N, M, len(models)] log π(y|x) of every sample under every model, one model in memory at a time; in a
+    multi-process job (the log_ratios stage is collective) each rank scores every world_size-th batch."""
+    spans = [(a, a + batch_size) for a in range(0, len(samples.completion_ids), batch_size)]
     columns = []
     for artifact in models:
         policy = load_policy(ctx, artifact)
-        columns.append(logprobs_of_ids(policy.model, samples.prompt_ids, samples.completion_ids,
-                                       policy.tokenizer.pad_token_id, batch_size))
+        mine = [logprobs_of_ids(policy.model, samples.prompt_ids[a:b], samples.completion_ids[a:b],
+                                policy.tokenizer.pad_token_id, batch_size) for a, b in distributed.shard(spans)]
+        columns.append(torch.cat(distributed.gather(mine, "scoring log-ratios")))
         del policy
     return torch.stack(columns, -1).view(len(samples.prompts), samples.n, len(models))
 

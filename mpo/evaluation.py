@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from mpo import distributed
 from mpo.policies import Decoding, TextPolicy
 from mpo.stats import bootstrap_indices, percentile_interval
 
@@ -47,31 +48,35 @@ class Samples:
         return [p for p in self.prompts for _ in range(self.n)]
 
 
-def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decoding) -> Samples:
-    """n responses per prompt; with their token ids and EOS flags when the policy can say (`HFPolicy`)."""
+def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decoding, shard: bool = False) -> Samples:
+    """n responses per prompt; with their token ids and EOS flags when the policy can say (`HFPolicy`).
+
+    Prompts are sampled in chunks of ``decoding.batch_size``, each with a seed of its own, so with ``shard`` (every
+    rank of a multi-process job calls this) each rank samples every world_size-th chunk and all ranks gather the
+    same samples one process would draw."""
     flat = [p for p in prompts for _ in range(n)]
     chunk = decoding.batch_size
-    detailed = hasattr(policy, "generate_tokens")
-    responses: list[str] = []
-    finished: list[bool] = []
-    prompt_ids: list[list[int]] = []
-    completion_ids: list[list[int]] = []
-    log_normaliser: list[float] = []
-    for start in tqdm(range(0, len(flat), chunk), desc="sampling", leave=False, disable=len(flat) <= chunk):
-        # a distinct but reproducible seed per chunk
-        step = Decoding(**{**decoding.__dict__, "seed": decoding.seed + start})
-        if not detailed:
-            responses += policy.generate(flat[start : start + chunk], step)
-            continue
-        out = policy.generate_tokens(flat[start : start + chunk], step)
-        responses += out.responses
-        finished += out.finished
-        prompt_ids += out.prompt_ids
-        completion_ids += out.completion_ids
-        log_normaliser += out.log_normaliser
-    if not detailed:
-        return Samples(list(prompts), n, responses)
-    return Samples(list(prompts), n, responses, finished, prompt_ids, completion_ids, log_normaliser or None)
+    starts = list(range(0, len(flat), chunk))
+    mine = distributed.shard(starts) if shard else starts
+    pieces = [_sample_chunk(policy, flat[start: start + chunk], Decoding(**{**decoding.__dict__, "seed": decoding.seed + start}))
+              for start in tqdm(mine, desc="sampling", leave=False, disable=len(mine) <= 1)]
+    if shard:
+        pieces = distributed.gather(pieces, "sampling")
+    if not hasattr(policy, "generate_tokens"):
+        return Samples(list(prompts), n, [r for piece in pieces for r in piece["responses"]])
+    joined = {key: [x for piece in pieces for x in piece[key]] for key in pieces[0]} if pieces else {}
+    return Samples(list(prompts), n, joined.get("responses", []), joined.get("finished", []),
+                   joined.get("prompt_ids", []), joined.get("completion_ids", []),
+                   joined.get("log_normaliser") or None)
+
+
+def _sample_chunk(policy: TextPolicy, prompts: list[str], decoding: Decoding) -> dict[str, list]:
+    """One chunk's responses (and, from a policy that can say, their token ids, EOS flags and log Ẑ)."""
+    if not hasattr(policy, "generate_tokens"):
+        return {"responses": policy.generate(prompts, decoding)}
+    out = policy.generate_tokens(prompts, decoding)
+    return {"responses": out.responses, "finished": out.finished, "prompt_ids": out.prompt_ids,
+            "completion_ids": out.completion_ids, "log_normaliser": out.log_normaliser}
 
 
 def score_all(scorers: Mapping[str, Scorer], samples: Samples) -> dict[str, torch.Tensor]:
@@ -194,11 +199,15 @@ def evaluate(
     level: float = 0.95,
     n_show: int = 8,
     reference_policy=None,
-) -> dict:
+    shard: bool = False,
+) -> dict | None:
     """Sample the policy on the reference's prompts and compare objective by objective; with
-    ``reference_policy`` (an `HFPolicy` of π_ref), also estimate KL(π‖π_ref) (`kl_to_reference`)."""
+    ``reference_policy`` (an `HFPolicy` of π_ref), also estimate KL(π‖π_ref) (`kl_to_reference`). With ``shard``
+    every rank of a multi-process job samples its share; rank 0 scores and gets the metrics, the others None."""
     start = time.perf_counter()
-    samples = sample(policy, reference.prompts, reference.n, decoding)
+    samples = sample(policy, reference.prompts, reference.n, decoding, shard=shard)
+    if shard and not distributed.is_main():
+        return None
     scores = score_all(scorers, samples)
     results = compare(scores, reference_scores, resamples=resamples, level=level, seed=decoding.seed,
                       prompts=reference.prompts)

@@ -130,13 +130,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         reference, reference_scores = reference_evaluation(ctx)
         output = build_method(ctx)
         reference_model = reference_policy(ctx)  # every rank asks the store in the same order (mpo.distributed)
-        if not distributed.is_main():
-            return other_rank_done(tracker)
         with ctx.charged_to("evaluation"), ctx.timed("evaluation"):
             metrics = evaluate(output.policy, reference, reference_scores, ctx.scorers, decoding(ctx),
                                resamples=config.eval.bootstrap, level=config.eval.ci,
-                               n_show=config.eval.n_show_samples,
-                               reference_policy=load_policy(ctx, reference_model))
+                               n_show=config.eval.n_show_samples, shard=True,
+                               reference_policy=load_policy(ctx, reference_model) if distributed.is_main() else None)
+        if metrics is None:  # a rank other than 0 sampled its share
+            return other_rank_done(tracker)
         results = assemble(config, output, metrics, ctx.costs, job, run_dir, tracker.run_path)
         # how much the objectives conflict for the reference policy (its own held-out samples)
         results["reference_correlation"] = objective_correlations(reference_scores)

@@ -116,8 +116,10 @@ class RunContext:
         return self.record(name, artifact)
 
 
-# stages whose build trains through a TRL trainer: in a multi-process job every rank runs them (mpo.distributed)
-COLLECTIVE_STAGES = frozenset({"reference", "single_policy", "reward_model", "rl_policy", "mixed_po_dpo"})
+# stages every rank of a multi-process job builds together (mpo.distributed): training through a TRL trainer,
+# and sampling, which shards its chunks across ranks
+COLLECTIVE_STAGES = frozenset({"reference", "single_policy", "reward_model", "rl_policy", "mixed_po_dpo",
+                               "reference_samples", "proposal_samples", "log_ratios"})
 
 
 # ---------------------------------------------------------------- data and reference
@@ -221,7 +223,7 @@ def samples_on(
     spec = {"prompts": list(prompts), "n": n, "decoding": dec.__dict__, "token_ids": True}
 
     def build(out: Path) -> dict:
-        samples = sample(load_policy(ctx, policy), prompts, n, dec)
+        samples = sample(load_policy(ctx, policy), prompts, n, dec, shard=True)  # a collective stage
         rows = {"prompt": samples.flat_prompts, "response": samples.responses, "finished": samples.finished,
                 "prompt_ids": samples.prompt_ids, "completion_ids": samples.completion_ids}
         Dataset.from_dict(rows).save_to_disk(str(out / "samples"))

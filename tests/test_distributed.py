@@ -114,3 +114,14 @@ def test_a_dead_rank_stops_the_other_with_one_line(tmp_path):
     errors = [line for line in stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "lost the other ranks" in errors[0] and "rank 0 of 2" in errors[0], stderr[-2000:]
     assert "Traceback" not in stderr
+
+
+def test_sharded_sampling_equals_one_process(tmp_path):
+    """Each rank samples every other chunk (each chunk seeded by its position): the gathered samples are exactly
+    one process's."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(REPO / "tests" / "ranks_sample.py"), str(tmp_path)], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "ranks.json").read_text()) == {"same_samples": True, "same_order": True,
+                                                                 "responses": 21}
