@@ -17,6 +17,7 @@ from mpo import distributed
 from mpo.artifacts import ArtifactStore, cpu_seconds, json_safe, peak_memory_mb, write_json
 from mpo.config import Config, ConfigError, load_config
 from mpo.costs import summary as cost_summary
+from mpo.devices import assign_gpu
 from mpo.evaluation import Samples, evaluate, objective_correlations, reference_seed, score_all
 from mpo.masking import mask_overrides
 from mpo.pipeline import RunContext, decoding, load_policy, plain, reference_policy, reference_samples_on, task_data
@@ -123,6 +124,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(config.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     job = hydra_job()
+    if config.device == "auto" and distributed.world_size() == 1:  # a parallel sweep's worker takes a GPU of its own
+        assign_gpu(config.paths.artifacts, parallel_jobs(), job["job_num"])
     wall0 = time.perf_counter()
     tracker = start_tracker(config, cfg, run_dir, job)
     try:

@@ -125,3 +125,14 @@ def test_sharded_sampling_equals_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "ranks.json").read_text()) == {"same_samples": True, "same_order": True,
                                                                  "responses": 21}
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero3", "fsdp"])
+def test_shipped_accelerate_configs_load(name):
+    """accelerate/<name>.yaml is a config `accelerate launch --config_file` accepts (ZeRO-3 and FSDP are only
+    loaded here: they need GPUs)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.value == {"ddp": "MULTI_GPU", "zero3": "DEEPSPEED", "fsdp": "FSDP"}[name]
+    assert config.mixed_precision == "bf16" and config.num_processes == 8
