@@ -2,7 +2,11 @@
 
 One W&B run per job. Training stages log under ``train/<stage>/...`` with their own step metric, the
 evaluation under ``eval/...``, costs under ``cost/...``, MPO's weights and BSMD trace under ``mpo/...``,
-and the run summary holds the numbers W&B's run-comparison table should show as columns.
+and the run summary holds the numbers W&B's run-comparison table should show as columns. Each run also logs
+one W&B artifact, ``results-<run id>`` of type ``results``: the job's ``results.json`` and ``lineage.json``
+(every stage it used, by artifact-store key ``<stage>/<digest>``, whether it reused it, its cost category and
+build cost). The stages themselves are not uploaded (they are models and datasets, in the local store), and
+W&B's ``use_artifact`` is refused offline, so the lineage is that file, not W&B's lineage graph.
 
 Tracking must never cost a result: every failure (no API key, no network, a timeout, a W&B bug) becomes a
 ``logging`` warning that says how to fix it, and the tracker carries on as a no-op. ``wandb`` is imported
@@ -13,10 +17,12 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import netrc
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +299,24 @@ class Tracker:
             for step, value in _thin([float(v) for v in trace], BSMD_TRACE_MAX_POINTS):
                 self._call("log", self._run.log, {"mpo/bsmd/objective": value, "mpo/bsmd/step": step})
         self._call("summary", self._run.summary.update, _summary(results))
+        self._call("log_artifact", self._log_results_artifact, results)
+
+    def _log_results_artifact(self, results: Mapping[str, Any]) -> None:
+        """``results.json`` (the file the job wrote, else the dict) and ``lineage.json`` as one artifact."""
+        import wandb
+
+        artifact = wandb.Artifact(f"results-{self._run.id}", type=RESULTS_ARTIFACT_TYPE,
+                                  metadata=_results_metadata(results))
+        written = Path(str(results.get("run_dir") or "")) / "results.json"
+        with tempfile.TemporaryDirectory(prefix="mpo-wandb-") as tmp:
+            if not (results.get("run_dir") and written.is_file()):
+                written = Path(tmp) / "results.json"
+                written.write_text(json.dumps(mask(dict(results)), indent=1, default=str))
+            lineage = Path(tmp) / "lineage.json"
+            lineage.write_text(json.dumps(stage_lineage(results), indent=1))
+            artifact.add_file(str(written), name="results.json")
+            artifact.add_file(str(lineage), name="lineage.json")
+            self._run.log_artifact(artifact)
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run (idempotent, safe in ``finally``); W&B errors are logged, not raised."""
@@ -375,6 +399,29 @@ def _cost_metrics(results: Mapping[str, Any]) -> dict[str, float]:
             if _number(entry.get(key)) is not None:
                 metrics[f"cost/{name}_{key}"] = entry[key]
     return metrics
+
+
+RESULTS_ARTIFACT_TYPE = "results"
+LINEAGE_KEYS = ("artifact", "reused", "category", "seconds", "cpu_seconds", "trained_sequences")
+
+
+def stage_lineage(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per stage of results.json's ``cost``: its artifact-store key (``<stage>/<digest>`` under
+    ``paths.artifacts``; None for work every run redoes, such as the evaluation), whether this run reused it,
+    its cost category and what it cost to build."""
+    from mpo.costs import stages
+
+    return {name: {key: entry.get(key) for key in LINEAGE_KEYS if key in entry}
+            for name, entry in stages(results.get("cost") or {}).items()}
+
+
+def _results_metadata(results: Mapping[str, Any]) -> dict[str, Any]:
+    """What W&B's artifact page shows without opening the files: the run's identity, its min win-rate and the
+    store keys of the stages it used."""
+    meta = {k: results[k] for k in ("method", "label", "task", "policy", "seed", "beta", "min_win_rate",
+                                    "min_win_rate_objective") if results.get(k) is not None}
+    meta["stages"] = {name: entry.get("artifact") for name, entry in stage_lineage(results).items()}
+    return meta
 
 
 def _objectives(results: Mapping[str, Any]) -> list[str]:

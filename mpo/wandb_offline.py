@@ -6,6 +6,15 @@ the reader lives in the Go core). The file is a LevelDB-style log: a 7-byte file
 (``:W&B``, magic 0xBEE1 little-endian, version 0), then 32 KiB blocks of chunks, each with a 7-byte header
 (CRC-32 of type byte + payload, 2-byte little-endian length, 1-byte type: full / first / middle / last);
 a block's tail shorter than a header is padding. Each assembled payload is a ``wandb_internal_pb2.Record``.
+
+Why a parser of our own, checked against wandb 0.31.0 (the version the tests run with): wandb ships no Python
+API that reads these records. wandb 0.31's CLI can print them, ``wandb leet inspect --json PATH`` (one JSON
+object per record, values decoded; ``--summary --json`` for the final state), but that is a terminal tool of
+the Go core run as a subprocess (~1 s per run here), and its JSON layout is not documented as a stable format.
+Older releases that ``pyproject.toml``'s ``wandb>=0.18`` admits have the opposite: wandb 0.18.0 has the Python
+reader ``wandb.sdk.internal.datastore`` and no ``leet``. Neither spans the versions we support, so this module
+reads the file format itself, with the record schema the installed wandb ships (``wandb.proto``); a change of
+format fails loudly here (bad header, checksum) and in tests/test_tracking.py.
 """
 
 from __future__ import annotations
@@ -120,10 +129,11 @@ def read_tables(run_dir: str | Path) -> dict[str, Any]:
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     """A run directory's contents: ``config`` (user config, W&B's ``_wandb`` entry dropped),
     ``summary``, ``history`` (one dict per logged step), ``group``, ``job_type``, ``name``,
-    ``project``, ``entity``, ``id``, ``tags``, ``exit_code`` (None if the run never finished) and
-    ``tables``."""
+    ``project``, ``entity``, ``id``, ``tags``, ``exit_code`` (None if the run never finished), ``tables``
+    and ``artifacts`` (each logged artifact's ``name``, ``type``, ``metadata`` and ``files``: its path in the
+    artifact -> the staged local copy wandb uploads on sync; wandb.Table's own artifacts included)."""
     run_dir = Path(run_dir)
-    out: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "exit_code": None}
+    out: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "exit_code": None, "artifacts": []}
     for record in iter_records(_run_file(run_dir)):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -143,6 +153,11 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
             out["history"].append(row)
         elif kind == "exit":
             out["exit_code"] = record.exit.exit_code
+        elif kind == "artifact":
+            artifact = record.artifact
+            out["artifacts"].append({"name": artifact.name, "type": artifact.type,
+                                     "metadata": json.loads(artifact.metadata) if artifact.metadata else {},
+                                     "files": {c.path: c.local_path for c in artifact.manifest.contents}})
     out["config"].pop("_wandb", None)
     out["tables"] = read_tables(run_dir)
     return out

@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Transformer
 
 import mpo.config  # noqa: F401  (registers the schemas)
 from mpo import compare as compare_cli
@@ -80,7 +81,22 @@ def jobs(config_name: str, base: list[str], overrides: list[str]) -> list[list[s
     sweeper = compose(config_name, overrides=base, return_hydra_config=True).hydra.sweeper
     params = [f"{key}={value}" for key, value in (sweeper.params or {}).items()]
     parsed = OverridesParser.create().parse_overrides([*params, *overrides])
+    if str(sweeper.get("_target_", "")).endswith("OptunaSweeper"):
+        return optuna_jobs(parsed)
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def optuna_jobs(parsed: list) -> list[list[str]]:
+    """Every value a `choice(...)` of Optuna's sweeper can take, one job each (the other params at their first
+    value), written as that sweeper writes a trial's override: `name=value`, a string unquoted (so the choice
+    "[0.8,0.2]" reaches the job as the list [0.8,0.2])."""
+    fixed = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed if not o.is_sweep_override()]
+    jobs = []
+    for override in (o for o in parsed if o.is_sweep_override()):
+        assert override.is_choice_sweep(), f"{override.input_line}: only choice() is expanded here"
+        values = override.sweep_iterator(transformer=Transformer.encode)  # as the sweeper reads them
+        jobs += [[*fixed, f"{override.get_key_element()}={value}"] for value in values]
+    return jobs or [fixed]
 
 
 def check(command: str, tmp_path: Path) -> int:

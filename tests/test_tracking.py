@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from mpo.masking import mask
 from mpo.tracking import (
     PER_OBJECTIVE_COLUMNS,
+    RESULTS_ARTIFACT_TYPE,
     Tracker,
     TrackingConfig,
     _thin,
@@ -186,6 +188,42 @@ def test_tables(logged_run):
     samples = tables["eval/samples"]
     assert samples["columns"] == ["prompt", "response", "reference"]
     assert samples["data"] == [["the film", "was great", "was long"], ["a plot", "so good", ""]]
+
+
+def results_artifacts(run: dict) -> list[dict]:
+    return [a for a in run["artifacts"] if a["type"] == RESULTS_ARTIFACT_TYPE]
+
+
+def test_results_and_stage_lineage_are_an_artifact(logged_run):
+    run, results = logged_run["run"], logged_run["results"]
+    (artifact,) = results_artifacts(run)
+    assert artifact["name"] == f"results-{run['id']}"
+    assert set(artifact["files"]) == {"results.json", "lineage.json"}
+    lineage = json.loads(Path(artifact["files"]["lineage.json"]).read_text())  # wandb's staged copy
+    assert lineage == {"reference": {"seconds": 12.5, "cpu_seconds": 20.0, "reused": True},
+                       "mixture": {"seconds": 1.5, "cpu_seconds": 2.5, "reused": False}}
+    assert json.loads(Path(artifact["files"]["results.json"]).read_text())["min_win_rate"] == results["min_win_rate"]
+    meta = artifact["metadata"]
+    assert (meta["method"], meta["label"], meta["seed"], meta["min_win_rate"]) == ("mpo", "mpo", 0, 0.5625)
+    assert meta["stages"] == {"reference": None, "mixture": None}  # make_results() names no store keys
+
+
+def test_the_artifact_holds_the_results_json_the_job_wrote(tmp_path):
+    results = make_results()
+    results["run_dir"] = str(tmp_path)
+    results["cost"]["reference"]["artifact"] = "reference/fcdc1ebcfa764ecd"
+    results["cost"]["reference"]["category"] = "shared"
+    (tmp_path / "results.json").write_text('{"written": "by the job"}')
+    tracker = Tracker.start(TrackingConfig(mode="offline"), run_config={}, name="n", job_type="mpo", group=None,
+                            run_dir=tmp_path)
+    tracker.log_results(results)
+    tracker.finish()
+    (artifact,) = results_artifacts(read_offline_run(tracker.run_dir))
+    assert json.loads(Path(artifact["files"]["results.json"]).read_text()) == {"written": "by the job"}
+    assert artifact["metadata"]["stages"] == {"reference": "reference/fcdc1ebcfa764ecd", "mixture": None}
+    lineage = json.loads(Path(artifact["files"]["lineage.json"]).read_text())
+    assert lineage["reference"] == {"artifact": "reference/fcdc1ebcfa764ecd", "reused": True, "category": "shared",
+                                    "seconds": 12.5, "cpu_seconds": 20.0}
 
 
 def exercise_everything(tracker: Tracker) -> None:
