@@ -110,14 +110,18 @@ class PolicyConfig:
     vocab_size: int = 1024
     # supervised fine-tuning on the task's `text` column makes the reference policy
     sft: bool = True
+    # weights of the policy, its trained stages and reward models: float32, bfloat16 or float16
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"policy.dtype={self.dtype!r}: use one of {list(DTYPES)}")
         if self.pretrained is None and self.architecture is None:
             raise ConfigError(f"policy {self.name!r} has neither `pretrained` nor `architecture`: set one")
 
 
 # ---------------------------------------------------------------- method
+DTYPES = ("float32", "bfloat16", "float16")
 # how the single-objective policies π_k are trained (method.singles)
 SINGLES = ("dpo", "rl")
 
@@ -411,7 +415,26 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"method.weights={list(weights)} puts all the weight on method.drop={drop!r}, so nothing "
                           "is left to mix: give the other objectives weight, or drop another objective")
     apply_budget(cfg.trainer)
+    apply_dtype(cfg.trainer, cfg.policy.dtype)
     return cfg
+
+
+TRAINED_STAGES = ("sft", "dpo", "reward_model", "rl")
+
+
+def apply_dtype(trainer: TrainerConfig, dtype: str) -> None:
+    """Every trained stage loads its weights in ``policy.dtype`` (TRL's ``model_init_kwargs``), so a bf16 policy
+    trains in bf16 instead of a float32 copy twice its size. float32, the default, adds nothing (and leaves the
+    artifact keys of float32 runs as they were)."""
+    if dtype == "float32":
+        return
+    for stage in TRAINED_STAGES:
+        kwargs = getattr(trainer, stage)
+        init = dict(kwargs.get("model_init_kwargs") or {})
+        if init.get("dtype", dtype) != dtype:
+            raise ConfigError(f"trainer.{stage}.model_init_kwargs.dtype={init['dtype']} disagrees with policy.dtype="
+                              f"{dtype}: set the dtype in policy.dtype only")
+        setattr(trainer, stage, {**kwargs, "model_init_kwargs": {**init, "dtype": dtype}})
 
 
 def apply_budget(trainer: TrainerConfig) -> None:

@@ -30,7 +30,7 @@ def normalised(ctx: RunContext, rl: RLConfig, models: Sequence[Artifact],
     per_prompt = [samples.responses[i * samples.n : (i + 1) * samples.n] for i in range(len(samples.prompts))]
     # scoring the samples under every reward model: redone by each run, so timed as a stage of its own
     with ctx.timed(name):
-        scorers = [fit_normalizer(rl.normalization, RewardModelScore(model_path(m)), samples.prompts, per_prompt,
+        scorers = [fit_normalizer(rl.normalization, RewardModelScore(model_path(m), dtype=ctx.cfg.policy.dtype), samples.prompts, per_prompt,
                                   beta=ctx.cfg.task.beta, unseen="mean") for m in models]
     return samples.prompts, scorers, artifact
 

@@ -18,8 +18,9 @@ class RewardModelScore:
     """Scalar reward-model output r(x, y); the model is loaded on first use so configs can build it cheaply."""
 
     def __init__(self, path: str | Path, batch_size: int = 64, device: str | torch.device | None = None,
-                 max_length: int | None = None):
+                 max_length: int | None = None, dtype: str = "float32"):
         self.path = str(path)
+        self.dtype = dtype  # the weights' dtype (policy.dtype for our reward models); scores are returned as float
         self.batch_size = batch_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_length = max_length  # when set, keep the END of long texts (the pooled token lives there)
@@ -32,7 +33,7 @@ class RewardModelScore:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "right"
         tokenizer.truncation_side = "left"
-        model = AutoModelForSequenceClassification.from_pretrained(self.path, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(self.path, dtype=getattr(torch, self.dtype))
         if model.config.pad_token_id is None:  # needed to find the last real token of a padded row
             model.config.pad_token_id = tokenizer.pad_token_id
         self._model, self._tokenizer = model.to(self.device).eval(), tokenizer

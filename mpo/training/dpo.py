@@ -63,7 +63,7 @@ def train_dpo(
         args["precompute_ref_log_probs"] = False
     trainer = TokenIdDPOTrainer(
         model=str(model_path),
-        ref_model=None if ref_model_path is None else _causal_lm(reference_path),
+        ref_model=None if ref_model_path is None else _causal_lm(reference_path, _dtype(trl_args)),
         args=DPOConfig(**trl_kwargs(args, out_dir, seed)),
         train_dataset=_dpo_columns(pairs),
         processing_class=tokenizer,
@@ -169,6 +169,11 @@ def _tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _causal_lm(path: str | Path) -> PreTrainedModel:
+def _causal_lm(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(device).eval()
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).to(device).eval()
+
+
+def _dtype(trl_args: Mapping[str, Any]) -> str:
+    """The dtype the stage's weights load in (``model_init_kwargs``, set from policy.dtype by mpo.config)."""
+    return (trl_args.get("model_init_kwargs") or {}).get("dtype", "float32")

@@ -81,7 +81,9 @@ def train_sft(
     before = mean_token_loss(model_path, eval_texts) if eval_texts else math.nan
     tokenizer = load_tokenizer(model_path)
     tokenizer.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(str(model_path))
+    trl_args = dict(trl_args)
+    init = trl_args.pop("model_init_kwargs", None) or {}  # we load the model: policy.dtype (mpo.config.apply_dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, init.get("dtype", "float32")))
     args = SFTConfig(**trl_kwargs({"eos_token": tokenizer.eos_token, **trl_args}, out_dir, seed))
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=texts.select_columns(["text"]),
