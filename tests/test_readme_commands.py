@@ -30,14 +30,20 @@ FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--resolve"}
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i"}
 
 
+# multi-process launchers in front of `-m mpo.run`: what follows is composed like `python -m mpo.run ...`
+LAUNCHER = re.compile(r"^(?:srun [^`]*?)?(?:torchrun|accelerate launch)\b[^`]*? -m mpo\.run\b")
+
+
 def readme_commands(text: str) -> list[str]:
-    """`mpo.run` and `mpo.compare` commands in fenced code blocks (one per line) and in inline code spans."""
-    commands = []
+    """`mpo.run` and `mpo.compare` commands (also behind torchrun / accelerate launch) in fenced code blocks (one
+    per line) and in inline code spans."""
+    lines = []
     for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M):
-        commands += [line.strip() for line in block.splitlines() if line.strip().startswith(PREFIXES)]
+        lines += [line.strip() for line in block.splitlines()]
     prose = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.S | re.M)
-    commands += [span.strip() for span in re.findall(r"(?<!`)`([^`\n]+)`(?!`)", prose) if span.startswith(PREFIXES)]
-    return commands
+    lines += [span.strip() for span in re.findall(r"(?<!`)`([^`\n]+)`(?!`)", prose)]
+    commands = [LAUNCHER.sub(PREFIX, line.split("  # ")[0].strip()) for line in lines]
+    return [c for c in commands if c.startswith(PREFIXES)]
 
 
 def shell_problems(command: str) -> list[str]:
