@@ -101,6 +101,28 @@ class TaskConfig:
 
 # ---------------------------------------------------------------- policy
 @dataclass
+class LoRAConfig:
+    """A PEFT LoRA adapter (task type CAUSAL_LM): ΔW = (alpha / r)·B·A on every module named in target_modules."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    # names (last components) of the linear layers to adapt, e.g. q_proj/k_proj/v_proj/o_proj (Llama, Qwen)
+    # or c_attn/c_proj (GPT-2); checked against the model when a stage builds its adapter
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"policy.lora.r={self.r}: the adapter's rank must be at least 1")
+        if not self.alpha > 0:
+            raise ConfigError(f"policy.lora.alpha={self.alpha}: must be > 0 (the update is scaled by alpha / r)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"policy.lora.dropout={self.dropout}: must lie in [0, 1)")
+        if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
+            raise ConfigError("policy.lora.target_modules is empty: name the linear layers to adapt, e.g. [q_proj,v_proj]")
+
+
+@dataclass
 class PolicyConfig:
     name: str = MISSING
     # a hub name or local directory of a causal LM; null = build a tiny model from `architecture`
@@ -112,6 +134,8 @@ class PolicyConfig:
     sft: bool = True
     # weights of the policy, its trained stages and reward models: float32, bfloat16 or float16
     dtype: str = "float32"
+    # null: every trained policy (DPO, RL) is a full fine-tune; set: a LoRA adapter on the reference (mpo.adapters)
+    lora: Optional[LoRAConfig] = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
