@@ -22,7 +22,8 @@ import torch
 from mpo import distributed
 from mpo.config import EstimatorConfig
 from mpo.evaluation import Samples
-from mpo.pipeline import RunContext, decoding, load_policy, reference_policy, samples_on, single_policy, task_data
+from mpo.pipeline import (RunContext, decoding, load_components, load_policy, reference_policy, samples_on,
+                          single_policy, task_data)
 from mpo.policies import Decoding, Generation, encode_prompts, logprobs_of_ids, right_padded, split_generated
 from mpo.proposal import Estimate, mixture_estimate, reference_estimate, split_counts
 
@@ -133,16 +134,16 @@ def _second_round(ctx: RunContext, models: list, samples: Samples, tensor: Propo
     est = tensor.estimate()
     first = solve_empirical(est.log_ratios, log_weights=est.log_weights).weights
     log.info("second proposal round from the token-level mixture at λ̂ = %s", [round(float(w), 4) for w in first])
-    singles = [load_policy(ctx, a) for a in models[1:]]
-    mixture = LogLinearMixture([p.model for p in singles], first.tolist(), tokenizers=[p.tokenizer for p in singles])
-    drawn = _mixture_samples(mixture, singles[0].tokenizer, prompts, cfg.round2_samples,
+    components, tokenizers = load_components(ctx, models[1:])
+    mixture = LogLinearMixture(components, first.tolist(), tokenizers=tokenizers)
+    drawn = _mixture_samples(mixture, tokenizers[0], prompts, cfg.round2_samples,
                              proposal_decoding(ctx, len(models)))
     extra = Samples(list(prompts), cfg.round2_samples, drawn.responses, drawn.finished, drawn.prompt_ids,
                     drawn.completion_ids)
     merged = _merge([samples, extra], prompts)
     # per prompt, round one's samples then round two's: the order `_merge` gave `merged`
     logprobs = torch.cat([tensor.logprobs, _score(ctx, models, extra, cfg.scoring_batch_size)], 1)
-    mix_column = _mixture_logprobs(mixture, merged, singles[0].tokenizer.pad_token_id, cfg.scoring_batch_size)
+    mix_column = _mixture_logprobs(mixture, merged, tokenizers[0].pad_token_id, cfg.scoring_batch_size)
     logprobs = torch.cat([logprobs, mix_column.view(len(prompts), merged.n, 1)], -1)
     return ProposalTensor(logprobs, [*tensor.counts, cfg.round2_samples],
                           [*tensor.components, "token_mixture"], [float(w) for w in first])

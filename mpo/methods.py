@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpo.config import MPOMethod, ReferenceMethod, SingleMethod
-from mpo.pipeline import RunContext, load_policy, reference_policy, single_policy
+from mpo.pipeline import RunContext, load_components, load_policy, reference_policy, single_policy
 from mpo.policies import TextPolicy
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,11 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
         weights, solved = _max_min_weights(ctx, method, objectives)
         info.update(solved)
         source = method.solver
-    singles = [load_policy(ctx, single_policy(ctx, k)) for k in objectives]
-    mixture = LogLinearMixture([p.model for p in singles], weights.tolist(), tokenizers=[p.tokenizer for p in singles])
+    models, tokenizers = load_components(ctx, [single_policy(ctx, k) for k in objectives])
+    mixture = LogLinearMixture(models, weights.tolist(), tokenizers=tokenizers)
     # one policy with all the weight: its token-level and sequence-level mixtures coincide, resampling is moot
     mode = method.decoding if int((weights > 0).sum()) > 1 else "token"
-    policy = MixturePolicy(mixture, singles[0].tokenizer, mode=mode, num_candidates=method.num_candidates)
+    policy = MixturePolicy(mixture, tokenizers[0], mode=mode, num_candidates=method.num_candidates)
     all_weights = {k: 0.0 for k in ctx.objectives} | dict(zip(objectives, map(float, weights)))
     label = mpo_label(method, [all_weights[k] for k in ctx.objectives])
     return MethodOutput(policy, label=label, weights=all_weights, weights_source=source, info=info)

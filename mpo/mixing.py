@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from mpo.adapters import component_logits, new_caches
 from mpo.policies import Decoding, Generation, decode_responses, encode_prompts, right_padded, split_generated
 
 log = logging.getLogger(__name__)
@@ -159,23 +160,13 @@ class IncrementalDecoder:
         self._length = prompt_len
         position_ids = position_ids_from_mask(mask)
         self._next_position = position_ids[:, -1:] + 1
-        self._caches = [DynamicCache(config=model.config) for model in models]
+        # adapters of one base share a cache, one row block each (mpo.adapters): one forward runs them all
+        self._caches = new_caches(models)
         self.logprobs = self._forward(input_ids, mask, position_ids)
 
     def _forward(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
-        logits = []
-        for model, cache in zip(self._models, self._caches):
-            device = model.device
-            output = model(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                position_ids=position_ids.to(device),
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            logits.append(output.logits[:, -1])
-        mixed = _mix_unnormalised(logits, self._weights, self._device)
+        logits = component_logits(self._models, self._caches, input_ids, attention_mask, position_ids)
+        mixed = _mix_unnormalised([output[:, -1] for output in logits], self._weights, self._device)
         self.log_normaliser = torch.logsumexp(mixed, dim=-1)
         return mixed.sub_(self.log_normaliser[:, None])
 
@@ -206,6 +197,7 @@ class SequenceLevelSample:
 class LogLinearMixture:
     """The log-linear mixture Π_k π_k^λ_k of K causal LMs that share one vocabulary, decoded token by token.
 
+    A model may be an `mpo.adapters.AdapterComponent`: K LoRA adapters on one base in memory, run together.
     Models with zero weight are kept (they count in `component_logprobs`) but are not run while decoding.
     """
 
@@ -233,14 +225,9 @@ class LogLinearMixture:
     def next_token_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised mixture log-probs [B, V] for the token after the last position (left padding allowed)."""
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        position_ids = position_ids_from_mask(mask)
-        logits = []
-        for model in self._active_models()[0]:
-            device = model.device
-            output = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                           position_ids=position_ids.to(device), logits_to_keep=1)
-            logits.append(output.logits[:, -1])
-        return _mix(logits, self._active_models()[1], self.device)
+        models, weights = self._active_models()
+        logits = component_logits(models, None, input_ids, mask, position_ids_from_mask(mask))
+        return _mix([output[:, -1] for output in logits], weights, self.device)
 
     def _response_mask(self, input_ids, attention_mask, response_mask_, prompt_len, eos_token_id) -> torch.Tensor:
         if (response_mask_ is None) == (prompt_len is None):

@@ -186,10 +186,31 @@ def device(ctx: RunContext) -> torch.device:
 
 
 def load_policy(ctx: RunContext, artifact_or_path: Artifact | str) -> HFPolicy:
+    """A full model, or a LoRA adapter merged into its base (`mpo.adapters`), on the run's device."""
     path = model_path(artifact_or_path) if isinstance(artifact_or_path, Artifact) else artifact_or_path
     policy = HFPolicy.from_pretrained(path, ctx.cfg.policy.dtype)
     policy.model.to(device(ctx))
     return policy
+
+
+def load_components(ctx: RunContext, artifacts: list[Artifact]) -> tuple[list, list]:
+    """The K models a `LogLinearMixture` mixes, and their tokenizers: K LoRA adapters of one base as the
+    components of one `AdapterStack` (the base in memory once), anything else as K loaded policies."""
+    from mpo.adapters import AdapterStack, adapter_base, is_adapter
+    from mpo.policies import load_tokenizer
+
+    paths = [model_path(a) for a in artifacts]
+    if not all(map(is_adapter, paths)) or len({adapter_base(p) for p in paths}) != 1:
+        policies = [load_policy(ctx, a) for a in artifacts]
+        return [p.model for p in policies], [p.tokenizer for p in policies]
+    stack = AdapterStack(paths, ctx.cfg.policy.dtype).to(device(ctx))
+    return stack.components, [load_tokenizer(p) for p in paths]
+
+
+def lora_spec(ctx: RunContext) -> dict:
+    """What a trained policy's spec adds under ``policy.lora`` (nothing for a full fine-tune: same digests)."""
+    lora = ctx.cfg.policy.lora
+    return {} if lora is None else {"lora": plain(lora)}
 
 
 def decoding(ctx: RunContext, seed_offset: int = 0) -> Decoding:
@@ -327,7 +348,7 @@ def rl_single_policy(ctx: RunContext, objective: str) -> Artifact:
 def dpo_single_policy(ctx: RunContext, objective: str) -> Artifact:
     reference = reference_policy(ctx)
     pairs, pairs_artifact = preference_pairs(ctx, objective)
-    spec = {"beta": ctx.cfg.task.beta, "trainer": plain(ctx.cfg.trainer.dpo), "seed": ctx.cfg.seed}
+    spec = {"beta": ctx.cfg.task.beta, "trainer": plain(ctx.cfg.trainer.dpo), "seed": ctx.cfg.seed, **lora_spec(ctx)}
 
     def build(out: Path) -> dict:
         from mpo.training.dpo import train_dpo
@@ -335,7 +356,7 @@ def dpo_single_policy(ctx: RunContext, objective: str) -> Artifact:
         split = pairs.train_test_split(test_size=min(0.1, 256 / max(len(pairs), 1)), seed=ctx.cfg.seed)
         return train_dpo(model_path(reference), _pair_columns(split["train"]), out, beta=ctx.cfg.task.beta,
                          trl_args=ctx.cfg.trainer.dpo, eval_pairs=_pair_columns(split["test"]),
-                         callbacks=ctx.callbacks(f"dpo_{objective}"), seed=ctx.cfg.seed)
+                         callbacks=ctx.callbacks(f"dpo_{objective}"), seed=ctx.cfg.seed, lora=ctx.cfg.policy.lora)
 
     return ctx.build(f"single_{objective}", "single_policy", spec, build, [reference, pairs_artifact])
 

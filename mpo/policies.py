@@ -38,6 +38,11 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
 
 
 def load_causal_lm(path_or_name: str | Path, dtype: str = "float32") -> PreTrainedModel:
+    """A full model directory (or hub name), or a LoRA adapter directory merged into its base (`mpo.adapters`)."""
+    from mpo.adapters import is_adapter, load_merged
+
+    if is_adapter(path_or_name):
+        return load_merged(path_or_name, dtype)
     model = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=getattr(torch, dtype))
     return model.eval()
 

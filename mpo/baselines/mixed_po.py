@@ -122,7 +122,7 @@ def build(ctx, method):
     from mpo.baselines.maxmin_rlhf import pooled_pairs
     from mpo.baselines.rl_common import normalised, objective_reward_models, rl_policy, uniform_or
     from mpo.methods import MethodOutput
-    from mpo.pipeline import load_policy, model_path, plain, preference_pairs, reference_policy
+    from mpo.pipeline import load_policy, lora_spec, model_path, plain, preference_pairs, reference_policy
 
     weights = uniform_or(method.weights, len(ctx.objectives))
     models = objective_reward_models(ctx)
@@ -137,14 +137,14 @@ def build(ctx, method):
     dpo_args, rl_args = shared_budget(ctx.cfg.trainer, method.dpo_share)
     spec = {"weights": weights, "threshold": method.threshold, "quantile": method.quantile,
             "normalization": method.rl.normalization, "beta": ctx.cfg.task.beta,
-            "trainer": plain(dpo_args), "seed": ctx.cfg.seed}
+            "trainer": plain(dpo_args), "seed": ctx.cfg.seed, **lora_spec(ctx)}
 
     def train_easy(out: Path) -> dict:
         from mpo.training.dpo import train_dpo
 
         return {"easy_pairs": len(easy), "hard_pairs": len(hard),
                 **train_dpo(model_path(reference), easy, out, beta=ctx.cfg.task.beta, trl_args=dpo_args,
-                            callbacks=ctx.callbacks("dpo_easy"), seed=ctx.cfg.seed)}
+                            callbacks=ctx.callbacks("dpo_easy"), seed=ctx.cfg.seed, lora=ctx.cfg.policy.lora)}
 
     deps = [reference, samples, *models, *(preference_pairs(ctx, k)[1] for k in ctx.objectives)]
     dpo = ctx.build("dpo_easy", "mixed_po_dpo", spec, train_easy, deps)

@@ -4,6 +4,11 @@
 initialisation (here: the DPO policies ``π_k``, all from ``π_ref``). Non-float tensors (integer or boolean
 buffers) must agree across models and are copied. Models are read one at a time, so memory is two models
 plus the running sum whatever K is.
+
+LoRA singles (``policy.lora``): the soup is the adapter with update ``Σ_k λ_k ΔW_k`` on their shared base,
+exactly the interpolation of the merged models (`mpo.adapters.interpolate_adapters`: PEFT's rank-concatenating
+``"cat"`` combination; its ``"linear"`` one, which averages A and B separately, is not the interpolation of
+ΔW = B·A and is not used).
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from mpo.adapters import is_adapter, load_merged
 from mpo.baselines.aggregation import check_simplex_weights
 from mpo.policies import load_tokenizer
 
 
 def _load(path: str | Path) -> PreTrainedModel:
+    if is_adapter(path):  # a LoRA adapter among full models: its policy, merged into its base
+        return load_merged(path)
     return AutoModelForCausalLM.from_pretrained(str(path), dtype="auto").eval()
 
 
@@ -95,8 +103,7 @@ def build(ctx, method):
     if method.weights_from == "mpo":
         weights, info = mpo_weights(ctx, method.singles)
     singles = [single_policy(ctx, k) for k in ctx.objectives]
-    soup = ctx.build("soup", "reward_soup", {"weights": weights},
-                     lambda out: interpolate([s.path for s in singles], weights, out), singles)
+    soup = ctx.build("soup", "reward_soup", {"weights": weights}, lambda out: soup_of(singles, weights, out), singles)
     label = "reward_soups" if method.weights is None else weights_label("reward_soups", weights)
     if method.weights_from is not None:
         label += f"[λ={method.weights_from}]"
@@ -104,6 +111,17 @@ def build(ctx, method):
         label += f"[{method.singles}-singles]"
     return MethodOutput(load_policy(ctx, soup), label=label, weights=dict(zip(ctx.objectives, weights)),
                         weights_source=method.weights_from or "preset", info=info)
+
+
+def soup_of(singles, weights: list[float], out: Path) -> dict[str, float]:
+    """The soup of the single policies' artifacts: of their LoRA adapters when all are adapters, else of the
+    full models (an adapter merged into its base first, like any other single)."""
+    from mpo.adapters import interpolate_adapters, is_adapter
+
+    paths = [s.path for s in singles]
+    if all(map(is_adapter, paths)):
+        return interpolate_adapters(paths, weights, out)
+    return interpolate(paths, weights, out)
 
 
 def mpo_weights(ctx, singles: str) -> tuple[list[float], dict]:

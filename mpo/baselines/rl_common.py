@@ -9,7 +9,7 @@ from typing import Any
 
 from mpo.artifacts import Artifact
 from mpo.config import RLConfig
-from mpo.pipeline import RunContext, model_path, plain, reference_policy, reference_samples, reward_model
+from mpo.pipeline import RunContext, lora_spec, model_path, plain, reference_policy, reference_samples, reward_model
 from mpo.scorers.reward_model import RewardModelScore
 
 
@@ -56,7 +56,7 @@ def rl_policy(
     start = start or reference_policy(ctx)
     trl_args = dict(ctx.cfg.trainer.rl if trl_args is None else trl_args)
     full_spec = {**spec, "rl": plain(rl), "trainer": plain(trl_args), "beta": ctx.cfg.task.beta,
-                 "seed": ctx.cfg.seed}
+                 "seed": ctx.cfg.seed, **lora_spec(ctx)}
 
     def build(out: Path) -> dict:
         from mpo.training.rl import train_rl
@@ -64,6 +64,7 @@ def rl_policy(
         eval_prompts = prompts[: min(64, len(prompts))]
         return train_rl(model_path(start), prompts, reward_funcs, out, beta=ctx.cfg.task.beta,
                         algorithm=rl.algorithm, reward_weights=reward_weights, trl_args=trl_args,
-                        callbacks=ctx.callbacks(name), seed=ctx.cfg.seed, eval_prompts=eval_prompts)
+                        callbacks=ctx.callbacks(name), seed=ctx.cfg.seed, eval_prompts=eval_prompts,
+                        lora=ctx.cfg.policy.lora)
 
     return ctx.build(name, "rl_policy", full_spec, build, [start, *deps])

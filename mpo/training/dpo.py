@@ -22,8 +22,9 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from mpo.adapters import peft_config, point_at_base
 from mpo.distributed import is_main, world_size
-from mpo.policies import logprobs_of_ids
+from mpo.policies import load_causal_lm, logprobs_of_ids
 from mpo.training.common import train_and_save, trl_kwargs
 from mpo.training.reward_model import _pair_columns
 
@@ -41,10 +42,13 @@ def train_dpo(
     eval_pairs: Dataset | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     seed: int = 0,
+    lora: Any = None,
 ) -> dict[str, float]:
     """DPO from the policy at ``model_path`` against ``ref_model_path`` (default: that same initial policy).
 
-    Saves model + tokenizer into ``out_dir``. Returns the training loss and TRL's last logged implicit-reward
+    Saves model + tokenizer into ``out_dir``; with ``lora`` (`mpo.config.LoRAConfig`) the model is a LoRA
+    adapter on ``model_path`` (adapter_config.json + weights, pointing at it), and the reference is that base
+    with the adapter disabled (TRL does this when given a ``peft_config`` and no ``ref_model``). Returns the training loss and TRL's last logged implicit-reward
     accuracy/margin, and on ``eval_pairs`` the held-out implicit-reward accuracy of the SAVED policy:
     the fraction of pairs with β·log(π/π_ref)(chosen) > β·log(π/π_ref)(rejected).
     """
@@ -52,6 +56,8 @@ def train_dpo(
         raise ValueError(f"beta must be > 0, got {beta}")
     if "beta" in trl_args and float(trl_args["beta"]) != float(beta):
         raise ValueError(f"beta={beta} disagrees with trl_args.beta={trl_args['beta']}; set it in one place")
+    if lora is not None and ref_model_path is not None:
+        raise ValueError("a LoRA policy's DPO reference is its base (adapter disabled): pass no ref_model_path")
     out_dir = Path(out_dir)
     reference_path = str(ref_model_path or model_path)
     tokenizer = _tokenizer(model_path)
@@ -68,9 +74,12 @@ def train_dpo(
         train_dataset=_dpo_columns(pairs),
         processing_class=tokenizer,
         callbacks=list(callbacks),
+        peft_config=None if lora is None else peft_config(lora, model_path),
     )
     metrics = {"beta": float(beta),
                **train_and_save(trainer, out_dir, "dpo", logged=("rewards/accuracies", "rewards/margins"))}
+    if lora is not None and is_main():  # rank 0 saved the adapter
+        point_at_base(out_dir, model_path)
     del trainer
     if eval_pairs is not None and len(eval_pairs) > 0 and is_main():  # rank 0 saved the policy
         metrics.update(evaluate_implicit_reward(out_dir, reference_path, eval_pairs, beta=beta))
@@ -171,7 +180,7 @@ def _tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 def _causal_lm(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).to(device).eval()
+    return load_causal_lm(path, dtype).to(device).eval()  # a LoRA adapter's policy comes merged into its base
 
 
 def _dtype(trl_args: Mapping[str, Any]) -> str:

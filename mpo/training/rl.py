@@ -104,13 +104,34 @@ def _same_path(a, b) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def _build_trainer(policy_path, ref_model_path, reward_funcs, dataset, config, callbacks, algorithm):
+def _lora_model(policy_path, lora):
+    """(model, peft_config) for a LoRA RL stage: a fresh adapter on ``policy_path``, its base the KL reference;
+    or, when ``policy_path`` is itself an adapter (Mixed-PO's DPO policy), that adapter trained on, a frozen
+    copy of it (TRL's "ref" adapter) the KL reference."""
+    from mpo.adapters import adapter_base, is_adapter, peft_config
+
+    if not is_adapter(policy_path):
+        return str(policy_path), peft_config(lora, policy_path)
+    from peft import PeftModel
+    from trl.trainer.utils import create_model_from_path
+
+    base = create_model_from_path(adapter_base(policy_path))
+    return PeftModel.from_pretrained(base, str(policy_path), is_trainable=True), None
+
+
+def _build_trainer(policy_path, ref_model_path, reward_funcs, dataset, config, callbacks, algorithm, lora=None):
     from trl import GRPOTrainer, RLOOTrainer
     from trl.trainer.utils import create_model_from_path
 
     Trainer = GRPOTrainer if algorithm == "grpo" else RLOOTrainer
     tokenizer = load_tokenizer(policy_path)
     separate_ref = ref_model_path is not None and not _same_path(ref_model_path, policy_path)
+    if lora is not None:
+        if separate_ref:
+            raise ValueError("a LoRA RL policy's KL reference is its own starting point: pass no ref_model_path")
+        model, peft = _lora_model(policy_path, lora)
+        return Trainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
+                       processing_class=tokenizer, callbacks=list(callbacks), peft_config=peft)
     if not separate_ref:
         return Trainer(model=str(policy_path), reward_funcs=reward_funcs, args=config, train_dataset=dataset,
                        processing_class=tokenizer, callbacks=list(callbacks))
@@ -138,6 +159,16 @@ def _check_same_vocabulary(model, ref_model_path) -> None:
     if ref_vocab != model.config.vocab_size:
         raise ValueError(f"reference model {ref_model_path} has vocab_size {ref_vocab} but the policy has "
                          f"{model.config.vocab_size}; the KL needs both over one vocabulary")
+
+
+def _keep_trained_adapter(out_dir: Path, policy_path) -> None:
+    """The trained adapter alone, pointing at its base (PEFT also saves TRL's frozen "ref" copy, in ref/)."""
+    import shutil
+
+    from mpo.adapters import adapter_base, is_adapter, point_at_base
+
+    shutil.rmtree(out_dir / "ref", ignore_errors=True)
+    point_at_base(out_dir, adapter_base(policy_path) if is_adapter(policy_path) else policy_path)
 
 
 def _log_series(log_history: list[dict], key: str) -> list[float]:
@@ -184,11 +215,13 @@ def train_rl(
     callbacks: Sequence[TrainerCallback] = (),
     seed: int = 0,
     eval_prompts: Sequence[str] = (),
+    lora: Any = None,
 ) -> dict[str, float]:
     """RL from ``policy_path`` on ``prompts`` maximising ``Σ_k reward_weights[k]·reward_funcs[k]`` − β·KL.
 
     ``reward_funcs`` are scorers ``score(prompts, responses) -> list[float]``; ``ref_model_path`` (default:
-    the initial policy) is the KL reference. Saves model + tokenizer to ``out_dir``. With ``eval_prompts``,
+    the initial policy) is the KL reference. Saves model + tokenizer to ``out_dir``; with ``lora``
+    (`mpo.config.LoRAConfig`) the policy is a LoRA adapter on ``policy_path`` (see `_lora_model`). With ``eval_prompts``,
     also samples one response per prompt from the initial and the trained policy (same seed and length as
     training) and reports their mean reward (``eval_reward_initial`` / ``eval_reward_final``).
     """
@@ -202,11 +235,13 @@ def train_rl(
     if reward_weights is not None and len(reward_weights) != len(funcs):
         raise ValueError(f"reward_weights has {len(reward_weights)} entries for {len(funcs)} reward functions")
     trainer = _build_trainer(policy_path, ref_model_path, funcs, Dataset.from_dict({"prompt": list(prompts)}),
-                             config, callbacks, algorithm)
+                             config, callbacks, algorithm, lora)
     start = time.perf_counter()
     train_from_checkpoint(trainer)
     seconds = time.perf_counter() - start
     save_model(trainer, out_dir)
+    if lora is not None:
+        _keep_trained_adapter(out_dir, policy_path)
     trainer.processing_class.save_pretrained(str(out_dir))
     metrics = _training_metrics(trainer.state.log_history, trainer.state.global_step)
     metrics["train_seconds"] = seconds
