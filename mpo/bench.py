@@ -22,6 +22,11 @@ single policies, and with them) against the paper's ~0.25: a markdown table, ``c
 
     python -m mpo.bench --study cost-scaling --out-dir outputs/bench/cost-scaling
     python -m mpo.bench --study cost-scaling --sizes 0.3M 3M --budget-steps 4
+
+``--study lora`` (`mpo.lora_bench`): decode speed and memory of the K-adapter mixture on one base against K
+full models, K = 2, 3 (``--ks``), on a ~23 M-parameter GPT-2-style model; a markdown table.
+
+    python -m mpo.bench --study lora --batch 8 --new-tokens 32 --repeats 5
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from mpo import cost_scaling
+from mpo import cost_scaling, lora_bench
 from mpo.mixing import LogLinearMixture
 from mpo.policies import logprobs_of_ids, right_padded, split_generated
 from mpo.proposal import mixture_estimate, reference_estimate, split_counts
@@ -52,9 +57,10 @@ EOS = 0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mpo.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", choices=["micro", "cost-scaling"], default="micro",
+    parser.add_argument("--study", choices=["micro", "cost-scaling", "lora"], default="micro",
                         help="micro: the three benchmarks below (default); cost-scaling: MPO vs MaxMin-RLHF compute "
-                             "at three policy sizes, end to end (mpo.cost_scaling; about 20 minutes on 2 cores)")
+                             "at three policy sizes, end to end (mpo.cost_scaling; about 20 minutes on 2 cores); "
+                             "lora: K adapters on one base vs K full models (mpo.lora_bench)")
     bsmd = parser.add_argument_group("BSMD")
     bsmd.add_argument("--bsmd-shape", type=int, nargs=3, default=[512, 16, 3], metavar=("N", "M", "K"),
                       help="log_ratios shape: prompts, responses per prompt, objectives")
@@ -82,6 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-mixture", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers here as JSON")
     cost_scaling.add_arguments(parser)
+    lora_bench.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -287,6 +294,19 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def micro(args: argparse.Namespace) -> dict:
+    """The three benchmarks of the module docstring, printed as one table."""
+    results: dict = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if not args.skip_bsmd:
+        results["bsmd"] = bench_bsmd(args)
+    if not args.skip_estimator:
+        results["estimator"] = bench_estimator(args)
+    if not args.skip_mixture:
+        results["mixture"] = bench_mixture(args)
+    print(format_table(results))
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.study == "cost-scaling":
@@ -295,16 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        results: dict = {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-        if not args.skip_bsmd:
-            results["bsmd"] = bench_bsmd(args)
-        if not args.skip_estimator:
-            results["estimator"] = bench_estimator(args)
-        if not args.skip_mixture:
-            results["mixture"] = bench_mixture(args)
+        results = lora_bench.run_study(args) if args.study == "lora" else micro(args)
     finally:
         torch.set_num_threads(threads_before)  # main() is also called in-process (tests)
-    print(format_table(results))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

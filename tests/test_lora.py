@@ -14,8 +14,8 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from mpo.adapters import AdapterComponent, AdapterStack, interpolate_adapters, is_adapter, load_merged, peft_config
-from mpo.adapters import point_at_base
+from mpo.adapters import AdapterComponent, AdapterStack, adapter_base, interpolate_adapters, is_adapter, load_merged
+from mpo.adapters import peft_config, point_at_base
 from mpo.config import load_config
 from mpo.errors import ConfigError
 from mpo.mixing import LogLinearMixture
@@ -145,3 +145,32 @@ def test_lora_is_off_by_default_and_in_the_hub_presets(tmp_path):
     assert load_config(compose(["policy=tiny"], tmp_path)).policy.lora is None
     lora = load_config(compose(["policy=qwen2.5-0.5b"], tmp_path)).policy.lora
     assert lora.r == 16 and lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_smoke_mpo_and_reward_soups_run_on_adapters_of_one_base(tmp_path):
+    """`+policy/lora=gpt2` end to end on the smoke config: the singles are adapters on the SFT reference (their
+    specs carry the LoRA config), MPO mixes them on one base, Reward Soups interpolates them as an adapter."""
+    from mpo.artifacts import ArtifactStore
+    from mpo.baselines import reward_soups
+    from mpo.methods import mpo
+    from mpo.pipeline import RunContext, model_path, reference_policy, single_policy
+    from mpo.policies import Decoding
+
+    def context(*overrides):
+        config = load_config(compose(["experiment=smoke", "logger=none", "+policy/lora=gpt2", *overrides], tmp_path))
+        return RunContext(config, ArtifactStore(config.paths.artifacts))
+
+    ctx = context("method=mpo", "method.weights=[0.4,0.6]", "method.decoding=token")
+    out = mpo(ctx, ctx.cfg.method)
+    assert all(isinstance(m, AdapterComponent) for m in out.policy.mixture.models)
+    assert len(out.policy.generate(["The film", "A plot"], Decoding(max_new_tokens=4))) == 2
+    singles = [single_policy(ctx, k) for k in ctx.objectives]
+    reference = model_path(reference_policy(ctx))
+    for single in singles:
+        assert is_adapter(single.path) and single.manifest["spec"]["lora"]["r"] == 8
+        assert Path(adapter_base(single.path)) == Path(reference).resolve()
+    soups = context("method=reward_soups")
+    soup = reward_soups.build(soups, soups.cfg.method)
+    assert soups.costs["soup"]["reused"] is False and soups.costs["single_sentiment"]["reused"] is True
+    assert len(list(Path(soups.cfg.paths.artifacts, "reward_soup").glob("*/adapter_config.json"))) == 1
+    assert len(soup.policy.generate(["The film"], Decoding(max_new_tokens=4))) == 1
