@@ -110,6 +110,24 @@ def test_dpo_with_lora_saves_an_adapter_that_moved_on_a_base_that_did_not(tmp_pa
     assert metrics["eval/reward_margin"] > 0 and metrics["eval/reward_accuracy"] > 0.5
 
 
+def test_rl_with_lora_trains_an_adapter_and_continues_one(tmp_path):
+    """A fresh adapter on the start policy; RL from an adapter (Mixed-PO's second stage) trains that adapter on,
+    and the saved adapter still points at the base, with TRL's frozen reference copy not kept."""
+    from test_rl import PROMPTS, count_good, rl_args, save_tiny_policy
+
+    from mpo.training.rl import train_rl
+
+    base = save_tiny_policy(tmp_path / "base", seed=0)
+    first = train_rl(base, PROMPTS, [count_good], tmp_path / "rl", beta=0.05, trl_args=rl_args(2), lora=LORA)
+    second = train_rl(tmp_path / "rl", PROMPTS, [count_good], tmp_path / "rl2", beta=0.05, trl_args=rl_args(2),
+                      lora=LORA)
+    assert first["steps"] == second["steps"] == 2
+    for out in (tmp_path / "rl", tmp_path / "rl2"):
+        assert is_adapter(out) and Path(adapter_base(out)) == Path(base).resolve() and not (out / "ref").exists()
+    before, after = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("rl", "rl2"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def test_reward_soup_of_adapters_is_the_interpolation_of_the_merged_weights(adapters, tmp_path):
     _, paths = adapters
     stats = interpolate_adapters(paths, WEIGHTS, tmp_path / "soup")
