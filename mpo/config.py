@@ -119,7 +119,8 @@ class LoRAConfig:
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"policy.lora.dropout={self.dropout}: must lie in [0, 1)")
         if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
-            raise ConfigError("policy.lora.target_modules is empty: name the linear layers to adapt, e.g. [q_proj,v_proj]")
+            raise ConfigError("policy.lora.target_modules is empty: name the linear layers to adapt, e.g. "
+                              "[q_proj,v_proj]")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from mpo.adapters import peft_config, point_at_base
@@ -48,9 +48,11 @@ def train_dpo(
 
     Saves model + tokenizer into ``out_dir``; with ``lora`` (`mpo.config.LoRAConfig`) the model is a LoRA
     adapter on ``model_path`` (adapter_config.json + weights, pointing at it), and the reference is that base
-    with the adapter disabled (TRL does this when given a ``peft_config`` and no ``ref_model``). Returns the training loss and TRL's last logged implicit-reward
-    accuracy/margin, and on ``eval_pairs`` the held-out implicit-reward accuracy of the SAVED policy:
-    the fraction of pairs with β·log(π/π_ref)(chosen) > β·log(π/π_ref)(rejected).
+    with the adapter disabled (TRL does this when given a ``peft_config`` and no ``ref_model``).
+
+    Returns the training loss and TRL's last logged implicit-reward accuracy/margin, and on ``eval_pairs`` the
+    held-out implicit-reward accuracy of the SAVED policy: the fraction of pairs with
+    β·log(π/π_ref)(chosen) > β·log(π/π_ref)(rejected).
     """
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")

@@ -221,9 +221,9 @@ def train_rl(
 
     ``reward_funcs`` are scorers ``score(prompts, responses) -> list[float]``; ``ref_model_path`` (default:
     the initial policy) is the KL reference. Saves model + tokenizer to ``out_dir``; with ``lora``
-    (`mpo.config.LoRAConfig`) the policy is a LoRA adapter on ``policy_path`` (see `_lora_model`). With ``eval_prompts``,
-    also samples one response per prompt from the initial and the trained policy (same seed and length as
-    training) and reports their mean reward (``eval_reward_initial`` / ``eval_reward_final``).
+    (`mpo.config.LoRAConfig`) the policy is a LoRA adapter on ``policy_path`` (see `_lora_model`). With
+    ``eval_prompts``, also samples one response per prompt from the initial and the trained policy (same seed
+    and length as training) and reports their mean reward (``eval_reward_initial`` / ``eval_reward_final``).
     """
     from datasets import Dataset
 
