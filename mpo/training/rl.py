@@ -104,7 +104,7 @@ def _same_path(a, b) -> bool:
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
-def _lora_model(policy_path, lora):
+def _lora_model(policy_path, lora, model_init_kwargs):
     """(model, peft_config) for a LoRA RL stage: a fresh adapter on ``policy_path``, its base the KL reference;
     or, when ``policy_path`` is itself an adapter (Mixed-PO's DPO policy), that adapter trained on, a frozen
     copy of it (TRL's "ref" adapter) the KL reference."""
@@ -115,7 +115,7 @@ def _lora_model(policy_path, lora):
     from peft import PeftModel
     from trl.trainer.utils import create_model_from_path
 
-    base = create_model_from_path(adapter_base(policy_path))
+    base = create_model_from_path(adapter_base(policy_path), **dict(model_init_kwargs or {}))
     return PeftModel.from_pretrained(base, str(policy_path), is_trainable=True), None
 
 
@@ -129,7 +129,7 @@ def _build_trainer(policy_path, ref_model_path, reward_funcs, dataset, config, c
     if lora is not None:
         if separate_ref:
             raise ValueError("a LoRA RL policy's KL reference is its own starting point: pass no ref_model_path")
-        model, peft = _lora_model(policy_path, lora)
+        model, peft = _lora_model(policy_path, lora, config.model_init_kwargs)
         return Trainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
                        processing_class=tokenizer, callbacks=list(callbacks), peft_config=peft)
     if not separate_ref:
@@ -240,7 +240,7 @@ def train_rl(
     train_from_checkpoint(trainer)
     seconds = time.perf_counter() - start
     save_model(trainer, out_dir)
-    if lora is not None:
+    if lora is not None and is_main():  # rank 0 saved the adapter
         _keep_trained_adapter(out_dir, policy_path)
     trainer.processing_class.save_pretrained(str(out_dir))
     metrics = _training_metrics(trainer.state.log_history, trainer.state.global_step)
