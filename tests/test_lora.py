@@ -161,8 +161,9 @@ def test_an_unknown_target_module_is_one_line_naming_the_layers_there(adapters):
 
 def test_lora_is_off_by_default_and_in_the_hub_presets(tmp_path):
     assert load_config(compose(["policy=tiny"], tmp_path)).policy.lora is None
-    lora = load_config(compose(["policy=qwen2.5-0.5b"], tmp_path)).policy.lora
-    assert lora.r == 16 and lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    for preset in ("qwen2.5-0.5b", "llama-3.2-3b", "qwen2.5-7b"):
+        lora = load_config(compose([f"policy={preset}"], tmp_path)).policy.lora
+        assert lora.r == 16 and lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def test_smoke_mpo_and_reward_soups_run_on_adapters_of_one_base(tmp_path):

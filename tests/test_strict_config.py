@@ -122,7 +122,7 @@ def test_experiment_presets_apply_whole_on_any_task(compose_cfg):
     gpt2 = load_config(compose_cfg("experiment=smoke", "policy=gpt2"))
     assert gpt2.policy.architecture is None and gpt2.trainer.sft["max_steps"] == 40
     paper = load_config(compose_cfg("experiment=imdb_paper"))
-    assert paper.eval.n_prompts == 256 and paper.policy.name == "gpt2"
+    assert paper.eval.n_prompts == 256 and paper.policy.name == "llama-3.2-3b" and paper.policy.sft
 
 
 def test_a_truncated_model_file_is_named_at_composition(compose_cfg, tmp_path):
