@@ -3,6 +3,7 @@ then report to W&B. Results are on disk before anything is uploaded; a tracker f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -53,7 +54,7 @@ def hydra_job() -> dict[str, Any]:
     }
 
 
-def start_tracker(config: Config, raw: DictConfig, run_dir: Path, job: dict[str, Any]):
+def start_tracker(config: Config, run_dir: Path, job: dict[str, Any]):
     from mpo.tracking import Tracker, TrackingConfig, sweep_group
 
     logger = config.logger
@@ -63,7 +64,8 @@ def start_tracker(config: Config, raw: DictConfig, run_dir: Path, job: dict[str,
     group = logger.group or sweep_group(config.experiment_name, job["sweep"])
     keys = [o for o in job["overrides"] if not o.startswith(("method=", "logger", "paths", "hydra"))]
     name = "-".join([config.method.name, *keys])[:120]
-    run_config = OmegaConf.to_container(raw, resolve=True)
+    # the validated config, as the run used it: `single_0` logs method.objective=sentiment, budgets their steps
+    run_config = json_safe(dataclasses.asdict(config))
     return Tracker.start(tracking, run_config=run_config, name=name, job_type=config.method.name, group=group,
                          run_dir=run_dir)
 
@@ -127,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if config.device == "auto" and distributed.world_size() == 1:  # a parallel sweep's worker takes a GPU of its own
         assign_gpu(config.paths.artifacts, parallel_jobs(), job["job_num"])
     wall0 = time.perf_counter()
-    tracker = start_tracker(config, cfg, run_dir, job)
+    tracker = start_tracker(config, run_dir, job)
     try:
         ctx = RunContext(config, ArtifactStore(config.paths.artifacts, lock_timeout=config.lock_timeout), tracker)
         reference, reference_scores = reference_evaluation(ctx)

@@ -154,6 +154,15 @@ def test_every_method_runs_through_shared_evaluation(store, method, stages, budg
         assert math.isfinite(rl["kl_final"]) and rl["steps"] > 0
 
 
+def test_wandb_logs_the_validated_config(store):
+    """What the run used, not what was typed: `single_0`'s objective by name, the budget's steps in each stage."""
+    _, run_dir = run_method(store, "single-logged", "method=single_0", "logger.mode=offline")
+    (wandb_dir,) = find_offline_runs(run_dir)
+    config = read_offline_run(wandb_dir)["config"]
+    assert config["method"]["objective"] == "sentiment"
+    assert config["trainer"]["dpo"]["max_steps"] == 6 and config["trainer"]["budget"]["steps"] == 6
+
+
 def test_rl_singles_are_mixed_and_charged_to_singles(store):
     """method.singles=rl: each π_k is RL on its own reward model; MPO mixes those, and the reward models and
     RL runs are the singles' cost (one budget each), not MPO's own."""
