@@ -109,6 +109,8 @@ class RunContext:
         if self.tracker is not None and not artifact.reused:
             metrics = {k: v for k, v in artifact.info.items() if isinstance(v, (int, float))}
             self.tracker.log_stage(stage, metrics)
+            if artifact.info.get("completions"):  # an RL stage's last sampled completions, with their rewards
+                self.tracker.log_table(f"train/{stage}/completions", artifact.info["completions"])
 
     def build(self, name: str, stage: str, spec: dict, builder, deps=()) -> Artifact:
         artifact = self.store.get_or_build(stage, spec, builder, deps, collective=stage in COLLECTIVE_STAGES)

@@ -279,6 +279,18 @@ class Tracker:
         payload[f"train/{stage}/step"] = step
         self._call("log", self._run.log, payload)
 
+    def log_table(self, key: str, rows: list[Mapping[str, Any]]) -> None:
+        """Log ``rows`` (dicts with the same keys) as the W&B table ``key``: text columns first, in reading order
+        (prompt before completion), then the numbers."""
+        if not self.active or not rows:
+            return
+        import wandb
+
+        text = [c for c in ("prompt", "completion") if c in rows[0]]
+        columns = text + sorted(c for c in rows[0] if c not in text)
+        table = wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+        self._call("log", self._run.log, {key: table})
+
     def callback(self, stage: str) -> Any:
         """A ``transformers.TrainerCallback`` forwarding a (TRL) Trainer's ``on_log`` to `log_stage`."""
         return _stage_callback_class()(self, stage)

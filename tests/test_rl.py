@@ -86,6 +86,9 @@ def test_rl_raises_the_reward_it_optimises(policy, tmp_path, algorithm, steps):
     assert metrics["reward_end"] > metrics["reward_start"]
     assert math.isfinite(metrics["kl_final"]) and metrics["kl_max"] > 0
     assert {"eval_reward_initial", "eval_reward_final", "train_seconds"} <= metrics.keys()
+    rows = metrics["completions"]  # the last step's samples for the W&B table: TRL still keeps them
+    assert 0 < len(rows) <= 16 and all(r["prompt"] in PROMPTS and isinstance(r["completion"], str) for r in rows)
+    assert all(r["reward/count_good"] == count_good([r["prompt"]], [r["completion"]])[0] for r in rows)
     assert max_param_change(policy, tmp_path / "rl") > 1e-3
     assert (tmp_path / "rl" / "tokenizer.json").exists()
 

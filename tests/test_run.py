@@ -163,6 +163,15 @@ def test_wandb_logs_the_validated_config(store):
     assert config["trainer"]["dpo"]["max_steps"] == 6 and config["trainer"]["budget"]["steps"] == 6
 
 
+def test_rl_stage_logs_its_completions_table(tmp_path):
+    """A built RL stage puts its last sampled completions, with rewards, in the run's W&B tables."""
+    _, run_dir = run_method(tmp_path, "morlhf-table", "method=morlhf", "logger.mode=offline")
+    (wandb_dir,) = find_offline_runs(run_dir)
+    table = read_offline_run(wandb_dir)["tables"]["train/rl_morlhf/completions"]
+    assert table["columns"][:2] == ["prompt", "completion"] and "advantage" in table["columns"]
+    assert len(table["data"]) > 0
+
+
 def test_rl_singles_are_mixed_and_charged_to_singles(store):
     """method.singles=rl: each π_k is RL on its own reward model; MPO mixes those, and the reward models and
     RL runs are the singles' cost (one budget each), not MPO's own."""

@@ -32,6 +32,7 @@ and check that the reference the trainer holds came from that path.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +51,8 @@ Scorer = Callable[[list[str], list[str]], list[float]]
 # Stage defaults on top of `trl_kwargs`'s CPU-safe ones; why: see the module docstring.
 _GRPO_DEFAULTS: dict[str, Any] = {"scale_rewards": "none", "disable_dropout": True, "logging_steps": 1}
 _RLOO_DEFAULTS: dict[str, Any] = {"normalize_advantages": False, "disable_dropout": True, "logging_steps": 1}
+
+log = logging.getLogger(__name__)
 
 
 def scorer_name(scorer: Scorer, index: int) -> str:
@@ -201,6 +204,24 @@ def mean_reward(policy_path, prompts: Sequence[str], scorers: Sequence[Scorer], 
     return sum(totals) / len(totals)
 
 
+def last_completions(trainer, limit: int = 16) -> list[dict[str, Any]]:
+    """The last training step's sampled completions with each reward function's value and the advantage, for the
+    run's W&B table (TRL keeps them in ``trainer._logs`` for its own ``log_completions``; tests/test_rl.py fails
+    if a TRL release moves them). Empty, with a warning, if this TRL has none."""
+    logs = getattr(trainer, "_logs", None)
+    if not logs or not logs.get("completion"):
+        log.warning("%s kept no completions to show (trainer._logs): the W&B completions table is skipped",
+                    type(trainer).__name__)
+        return []
+    rows = []
+    for i, (prompt, completion) in enumerate(zip(logs["prompt"], logs["completion"])):
+        row = {"prompt": _as_text([prompt])[0], "completion": _as_text([completion])[0]}
+        row.update({f"reward/{name}": float(values[i]) for name, values in logs["rewards"].items()})
+        row["advantage"] = float(logs["advantages"][i])
+        rows.append(row)
+    return rows[-limit:]
+
+
 def train_rl(
     policy_path: str | Path,
     prompts: list[str],
@@ -246,6 +267,7 @@ def train_rl(
     metrics = _training_metrics(trainer.state.log_history, trainer.state.global_step)
     metrics["train_seconds"] = seconds
     metrics["trained_sequences"] = trained_sequences(trainer, "rl")
+    metrics["completions"] = last_completions(trainer)
     if eval_prompts and is_main():  # rank 0 saved the policy
         decoding = Decoding(max_new_tokens=config.max_completion_length, temperature=config.temperature, seed=seed)
         metrics["eval_reward_initial"] = mean_reward(policy_path, eval_prompts, reward_funcs, reward_weights, decoding)
