@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from mpo.config import EstimatorConfig
+from mpo.console import bar
 from mpo.evaluation import Samples
 from mpo.pipeline import RunContext, decoding, load_policy, reference_policy, samples_on, single_policy, task_data
 from mpo.policies import Decoding, Generation, encode_prompts, logprobs_of_ids, right_padded, split_generated
@@ -112,7 +113,7 @@ def _merge(sets: list[Samples], prompts: list[str]) -> Samples:
 def _score(ctx: RunContext, models: list, samples: Samples, batch_size: int) -> torch.Tensor:
     """[N, M, len(models)] log π(y|x) of every sample under every model, one model in memory at a time."""
     columns = []
-    for artifact in models:
+    for artifact in bar(models, desc="scoring log-densities", unit="model"):
         policy = load_policy(ctx, artifact)
         columns.append(logprobs_of_ids(policy.model, samples.prompt_ids, samples.completion_ids,
                                        policy.tokenizer.pad_token_id, batch_size))
@@ -149,7 +150,7 @@ def _mixture_samples(mixture, tokenizer, prompts: list[str], n: int, dec: Decodi
     flat = [p for p in prompts for _ in range(n)]
     generator = torch.Generator(device=mixture.device).manual_seed(dec.seed)
     out = Generation([], [], [], [])
-    for start in range(0, len(flat), dec.batch_size):
+    for start in bar(range(0, len(flat), dec.batch_size), desc="sampling the mixture", unit="batch"):
         batch = encode_prompts(tokenizer, flat[start : start + dec.batch_size], mixture.device)
         sequences = mixture.generate(**batch, max_new_tokens=dec.max_new_tokens, temperature=1.0, top_p=1.0,
                                      generator=generator, eos_token_id=tokenizer.eos_token_id,

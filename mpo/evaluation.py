@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from mpo.console import bar
 from mpo.policies import Decoding, TextPolicy
 from mpo.stats import bootstrap_indices, percentile_interval
 
@@ -47,7 +47,7 @@ class Samples:
         return [p for p in self.prompts for _ in range(self.n)]
 
 
-def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decoding) -> Samples:
+def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decoding, desc: str = "sampling") -> Samples:
     """n responses per prompt; with their token ids and EOS flags when the policy can say (`HFPolicy`)."""
     flat = [p for p in prompts for _ in range(n)]
     chunk = decoding.batch_size
@@ -57,7 +57,7 @@ def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decodin
     prompt_ids: list[list[int]] = []
     completion_ids: list[list[int]] = []
     log_normaliser: list[float] = []
-    for start in tqdm(range(0, len(flat), chunk), desc="sampling", leave=False, disable=len(flat) <= chunk):
+    for start in bar(range(0, len(flat), chunk), desc=desc, unit="batch"):
         # a distinct but reproducible seed per chunk
         step = Decoding(**{**decoding.__dict__, "seed": decoding.seed + start})
         if not detailed:
@@ -198,7 +198,7 @@ def evaluate(
     """Sample the policy on the reference's prompts and compare objective by objective; with
     ``reference_policy`` (an `HFPolicy` of π_ref), also estimate KL(π‖π_ref) (`kl_to_reference`)."""
     start = time.perf_counter()
-    samples = sample(policy, reference.prompts, reference.n, decoding)
+    samples = sample(policy, reference.prompts, reference.n, decoding, desc="evaluating")
     scores = score_all(scorers, samples)
     results = compare(scores, reference_scores, resamples=resamples, level=level, seed=decoding.seed,
                       prompts=reference.prompts)
