@@ -3,7 +3,7 @@
 Every job writes ``results.json`` in its Hydra output dir (docs/design.md §4). This module gathers them (a run
 dir, a multirun dir, single files, or a W&B project), aggregates seeds into one row per
 (task, policy, label, β) — the rows of the paper's tables — and writes ``comparison.md``,
-``comparison.csv`` and PNG plots (per-objective win-rates, the two-objective reward front with the MPO
+``comparison.csv`` and PNG plots (per-objective win-rates, the reward front of each pair of objectives with the MPO
 preset-weight sweep, cost). Seeds are aggregated as mean and sample standard deviation (ddof=1), and the
 win-rates and min win-rate also get a CI: with several seeds a Student-t interval (df = n − 1) over the
 per-seed values, which covers seed-to-seed (training) variation and needs only each run's summary (so W&B runs
@@ -459,7 +459,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
                   level: float = 0.95) -> dict[str, Path]:
     """Write comparison.md, comparison.csv, win_rates.png, cost.png, kl.png (min win-rate and rewards vs KL)
-    and (two objectives only) reward_front.png into ``out_dir``; return them by name."""
+    and reward_front.png (a panel per pair of objectives) into ``out_dir``; return them by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
@@ -467,7 +467,7 @@ def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
     _write_csv(rows, written["csv"])
     if rows:
         written["win_rates"] = plot_win_rates(rows, out / "win_rates.png")
-        if len(row_objectives(rows)) == 2:
+        if len(row_objectives(rows)) >= 2:  # one panel per pair of objectives
             written["reward_front"] = plot_reward_front(rows, results, out / "reward_front.png")
         written["cost"] = plot_cost(rows, out / "cost.png")
         written["kl"] = plot_kl(rows, out / "kl.png")
