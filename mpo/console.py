@@ -77,9 +77,10 @@ def announced(name: str, build: Callable[[Path], Any]) -> Callable[[Path], Any]:
 
 
 def training_progress(stage: str) -> Any:
-    """A quiet ``transformers.TrainerCallback``: a bar over the Trainer's optimizer steps (the Trainer's own
-    tqdm and its per-step dicts stay off: `mpo.training.common`), built on first use so that importing this
-    module does not import transformers."""
+    """A quiet ``transformers.TrainerCallback``: a bar over the Trainer's optimizer steps, and each logged dict
+    as an INFO record (the job's run.log; W&B gets them from `mpo.tracking`). The Trainer's own tqdm and printer
+    stay off (`mpo.training.common`). Built on first use so that importing this module does not import
+    transformers."""
     from transformers import TrainerCallback
 
     class TrainingProgress(TrainerCallback):
@@ -92,6 +93,10 @@ def training_progress(stage: str) -> Any:
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
             if self.bar is not None:
                 self.bar.update(state.global_step - self.bar.n)  # a resumed run starts past 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if logs:
+                logging.getLogger("mpo.training").info("%s step %d: %s", stage, state.global_step, logs)
 
         def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
             if self.bar is not None:

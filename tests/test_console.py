@@ -40,3 +40,19 @@ def test_a_finished_job_is_one_line() -> None:
         "  mpo: min win-rate 0.669 [0.634, 0.704] (sentiment); own 28 CPU-s; done in 4 min 05 s")
     del results["min_win_rate_ci"], results["cost"]["run"]
     assert console.job_line(results) == "  mpo: min win-rate 0.669 (sentiment); own 28 CPU-s"
+
+
+def test_training_numbers_go_to_the_log_not_the_console(caplog, capsys) -> None:
+    from transformers import TrainerState
+
+    callback = console.training_progress("dpo_sentiment")
+    state = TrainerState(global_step=0, max_steps=4)
+    with caplog.at_level("INFO", logger="mpo.training"):
+        callback.on_train_begin(None, state, None)
+        for step in range(1, 5):
+            state.global_step = step
+            callback.on_step_end(None, state, None)
+        callback.on_log(None, state, None, logs={"loss": 0.5})
+        callback.on_train_end(None, state, None)
+    assert caplog.messages == ["dpo_sentiment step 4: {'loss': 0.5}"]
+    assert capsys.readouterr() == ("", "")
