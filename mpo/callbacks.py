@@ -13,8 +13,8 @@ log = logging.getLogger(__name__)
 
 
 class CompareWhenDone(Callback):
-    """``python -m mpo.compare <sweep dir> [--baseline LABEL]`` after the last job; a failure of the comparison
-    is a warning (the runs' results.json files are written and stay)."""
+    """``python -m mpo.compare <sweep dir> [--baseline LABEL] --brief`` after the last job (it prints the table
+    and the report's path); a failure of the comparison is a warning (the runs' results.json files stay)."""
 
     def __init__(self, baseline: str | None = None) -> None:
         self.baseline = baseline
@@ -23,10 +23,8 @@ class CompareWhenDone(Callback):
         from mpo.compare import main
 
         sweep_dir = str(config.hydra.sweep.dir)  # Hydra's `now` resolver is cached: the launch's directory
-        args = [sweep_dir, *(["--baseline", self.baseline] if self.baseline else [])]
+        args = [sweep_dir, *(["--baseline", self.baseline] if self.baseline else []), "--brief"]
         try:
-            written = main(args)
+            main(args)  # the table and the report's path: the sweep's last lines
         except (Exception, SystemExit) as err:  # a comparison failure must not hide the finished runs
             log.warning("python -m mpo.compare %s failed (%s); the runs are in %s", " ".join(args), err, sweep_dir)
-            return
-        print(f"report: {written['report']}", flush=True)

@@ -3,7 +3,7 @@
 Every job writes ``results.json`` in its Hydra output dir (docs/design.md §4). This module gathers them (a run
 dir, a multirun dir, single files, or a W&B project), aggregates seeds into one row per
 (task, policy, label, β) — the rows of the paper's tables — and writes ``comparison.md``,
-``comparison.csv`` and PNG plots (per-objective win-rates, the two-objective reward front with the MPO
+``comparison.csv`` and PNG plots (per-objective win-rates, the reward front of each pair of objectives with the MPO
 preset-weight sweep, cost). Seeds are aggregated as mean and sample standard deviation (ddof=1), and the
 win-rates and min win-rate also get a CI: with several seeds a Student-t interval (df = n − 1) over the
 per-seed values, which covers seed-to-seed (training) variation and needs only each run's summary (so W&B runs
@@ -51,8 +51,9 @@ RESULTS_FILE = "results.json"
 # Keys the table needs; everything else in results.json is optional here.
 _REQUIRED = ("method", "label", "task", "policy", "seed", "beta", "objectives",
              "reward", "win_rate", "min_win_rate", "cost")
-# Row order within one (task, policy, beta) block: the reference, the single-objective policies, the rest.
-_METHOD_RANK = {"reference": 0, "single": 1}
+# Row order within one (task, policy, beta) block: method families in this order (others after them, by name),
+# then weights in objective order (`_sort_key`)
+METHOD_ORDER = ("reference", "single", "mpo", "reward_soups", "morlhf", "maxmin_rlhf", "mixed_po")
 _NAN = float("nan")
 _SKIP_DIRS = {"wandb", ".hydra"}
 
@@ -337,10 +338,26 @@ def _as_float(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _NAN
 
 
-def _sort_key(row: dict) -> tuple:
-    wr = row["min_win_rate/mean"]
-    return (row["task"], row["policy"], row["beta"], _METHOD_RANK.get(row["method"], 2),
-            math.isnan(wr), -wr if not math.isnan(wr) else 0.0, row["label"])
+def _weights_key(row: dict, objectives: list[str]) -> tuple:
+    """Rows without weights first, then the first objective's weight from high to low, then the second's...:
+    a single-objective policy counts as all its weight on its objective (``single[conciseness]``), so the
+    singles and any preset-weight sweep read in objective order."""
+    single = re.fullmatch(r"single\w*\[(.+)\]", str(row["label"])) if row["method"] == "single" else None
+    if single and single.group(1) in objectives:
+        weights = [float(o == single.group(1)) for o in objectives]
+    else:
+        weights = [row.get(f"weights/{o}", _NAN) for o in objectives]
+    if any(math.isnan(w) for w in weights):
+        return (0,)
+    return (1, *(-w for w in weights))
+
+
+def _sort_key(row: dict, objectives: list[str]) -> tuple:
+    """(task, policy, β), the method family (`METHOD_ORDER`), weights in objective order, the label: a stable
+    order that does not move when a number changes."""
+    family = METHOD_ORDER.index(row["method"]) if row["method"] in METHOD_ORDER else len(METHOD_ORDER)
+    return (row["task"], row["policy"], row["beta"], family, row["method"], _weights_key(row, objectives),
+            row["label"])
 
 
 def _groups(results: list[dict]) -> dict[tuple, list[dict]]:
@@ -352,12 +369,12 @@ def _groups(results: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def comparison_table(results: list[dict], level: float = 0.95) -> list[dict]:
-    """One row per (task, policy, label, beta), seeds aggregated (CIs at ``level`` where over seeds); sorted
-    reference, singles, then the other methods by min win-rate (best first). Every row has the same keys
-    (NaN where not applicable)."""
+    """One row per (task, policy, label, beta), seeds aggregated (CIs at ``level`` where over seeds); in a
+    fixed order (`_sort_key`): reference, singles, mpo, reward_soups, morlhf, maxmin_rlhf, mixed_po, then any
+    other method, each by weights in objective order. Every row has the same keys (NaN where not applicable)."""
     objectives = _objectives(results)
     rows = [_aggregate(group, objectives, level) for group in _groups(results).values()]
-    return sorted(rows, key=_sort_key)
+    return sorted(rows, key=lambda row: _sort_key(row, objectives))
 
 
 # --------------------------------------------------------------------------------------------- markdown
@@ -384,7 +401,12 @@ def _fmt_ci(mean: float, low: float, high: float, digits: int, signed: bool = Fa
 
 def to_markdown(rows: list[dict], level: float = 0.95) -> str:
     """The comparison as a markdown table (win-rates vs the reference, ties count ½; mean [CI], the CI
-    over seeds at ``level``)."""
+    over seeds at ``level``), then a paragraph saying what each column holds."""
+    return "\n".join([*table_lines(rows), "", table_notes(rows, level)]) + "\n"
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """The markdown table alone: a header and one line per row."""
     objectives = row_objectives(rows)
     lead = [k for k in ("task", "policy") if _varies(rows, k)]
     header = lead + ["method", "β", "n"] + [f"win-rate {o}" for o in objectives] + ["min win-rate", "KL (nats)"]
@@ -401,20 +423,23 @@ def to_markdown(rows: list[dict], level: float = 0.95) -> str:
         cells += [_fmt(r[f"cost_{part}_cpu_seconds/mean"], r[f"cost_{part}_cpu_seconds/std"], r["n"], 0)
                   for part in ("own", "singles", "evaluation")]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Win-rate against the reference policy's responses to the same prompt (every pair of responses, "
-                 "tie = ½), as mean [CI]. One seed (n = 1): the run's own percentile bootstrap CI over prompts "
-                 "(at the run's eval.ci). Several seeds: the mean over seeds and a Student-t "
-                 f"{level:.0%} interval over the n per-seed values (df = n − 1; seed-to-seed variation; "
-                 "clipped to [0, 1]). KL(π‖π_ref): nats per response on the method's own evaluation samples, "
-                 "the same CIs (unclipped). "
-                 "Rewards and CPU-seconds: mean ± std over seeds. Trained seqs: sequences the method's "
-                 "optimizer steps saw (a preference pair = 2, an RL completion = 1; trainer.budget) in its own "
-                 "stages and in the single-objective policies it uses. CPU-s (all threads, process time): own = "
-                 "the method's own stages, i.e. its cost once the single policies exist; singles = training the "
-                 "π_k it uses; evaluation = sampling and scoring its responses. The shared stages (data, SFT "
-                 f"reference, reference samples, pairs) cost {_shared_cpu(rows)} CPU-s, paid once for all rows.")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def table_notes(rows: list[dict], level: float = 0.95) -> str:
+    """What the table's columns hold, in one paragraph."""
+    return ("Win-rate against the reference policy's responses to the same prompt (every pair of responses, "
+            "tie = ½), as mean [CI]. One seed (n = 1): the run's own percentile bootstrap CI over prompts "
+            "(at the run's eval.ci). Several seeds: the mean over seeds and a Student-t "
+            f"{level:.0%} interval over the n per-seed values (df = n − 1; seed-to-seed variation; "
+            "clipped to [0, 1]). KL(π‖π_ref): nats per response on the method's own evaluation samples, "
+            "the same CIs (unclipped). "
+            "Rewards and CPU-seconds: mean ± std over seeds. Trained seqs: sequences the method's "
+            "optimizer steps saw (a preference pair = 2, an RL completion = 1; trainer.budget) in its own "
+            "stages and in the single-objective policies it uses. CPU-s (all threads, process time): own = "
+            "the method's own stages, i.e. its cost once the single policies exist; singles = training the "
+            "π_k it uses; evaluation = sampling and scoring its responses. The shared stages (data, SFT "
+            f"reference, reference samples, pairs) cost {_shared_cpu(rows)} CPU-s, paid once for all rows.")
 
 
 def _shared_cpu(rows: list[dict]) -> str:
@@ -434,7 +459,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
                   level: float = 0.95) -> dict[str, Path]:
     """Write comparison.md, comparison.csv, win_rates.png, cost.png, kl.png (min win-rate and rewards vs KL)
-    and (two objectives only) reward_front.png into ``out_dir``; return them by name."""
+    and reward_front.png (a panel per pair of objectives) into ``out_dir``; return them by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
@@ -442,7 +467,7 @@ def write_outputs(rows: list[dict], results: list[dict], out_dir: str | Path,
     _write_csv(rows, written["csv"])
     if rows:
         written["win_rates"] = plot_win_rates(rows, out / "win_rates.png")
-        if len(row_objectives(rows)) == 2:
+        if len(row_objectives(rows)) >= 2:  # one panel per pair of objectives
             written["reward_front"] = plot_reward_front(rows, results, out / "reward_front.png")
         written["cost"] = plot_cost(rows, out / "cost.png")
         written["kl"] = plot_kl(rows, out / "kl.png")
@@ -499,6 +524,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="CI level of the t-interval over seeds and of --baseline's differences (0.95)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for --baseline (2000)")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="generator seed for --baseline (0)")
+    parser.add_argument("--brief", action="store_true",
+                        help="print the table alone and the report's path (the files are written all the same): "
+                             "how a sweep ends")
     return parser
 
 
@@ -521,7 +549,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         parser.error(str(err))
     rows = comparison_table(results, level=args.level)
     table = to_markdown(rows, level=args.level)
-    print(table)
+    print("\n".join(table_lines(rows)) if args.brief else table)
     first = Path(args.paths[0]) if args.paths else None
     out_dir = Path(args.out) if args.out else first if first is not None and first.is_dir() else Path.cwd()
     written = write_outputs(rows, results, out_dir, level=args.level)
@@ -529,12 +557,16 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     if paired is not None:
         markdown = paired_markdown(paired, args.baseline, resamples=args.resamples, level=args.level,
                                    seed=args.bootstrap_seed)
-        print(markdown)
+        if not args.brief:
+            print(markdown)
         written.update(write_paired(paired, markdown, args.baseline, out_dir))
     command = " ".join(["python -m mpo.compare", *(argv if argv is not None else sys.argv[1:])])
     written["report"] = write_report(rows, table, paired, markdown, args.baseline, written, out_dir, command)
-    for path in written.values():
-        print(f"wrote {path}", file=sys.stderr)
+    if args.brief:
+        print(f"report: {written['report']} (the table's notes, paired differences, plots)")
+    else:
+        for path in written.values():
+            print(f"wrote {path}", file=sys.stderr)
     return written
 
 

@@ -21,6 +21,7 @@ import torch
 
 from mpo import distributed
 from mpo.config import EstimatorConfig
+from mpo.console import bar
 from mpo.evaluation import Samples
 from mpo.pipeline import (RunContext, decoding, load_components, load_policy, reference_policy, samples_on,
                           single_policy, task_data)
@@ -116,7 +117,7 @@ def _score(ctx: RunContext, models: list, samples: Samples, batch_size: int) -> 
     multi-process job (the log_ratios stage is collective) each rank scores every world_size-th batch."""
     spans = [(a, a + batch_size) for a in range(0, len(samples.completion_ids), batch_size)]
     columns = []
-    for artifact in models:
+    for artifact in bar(models, desc="scoring log-densities", unit="model"):
         policy = load_policy(ctx, artifact)
         mine = [logprobs_of_ids(policy.model, samples.prompt_ids[a:b], samples.completion_ids[a:b],
                                 policy.tokenizer.pad_token_id, batch_size) for a, b in distributed.shard(spans)]
@@ -154,7 +155,7 @@ def _mixture_samples(mixture, tokenizer, prompts: list[str], n: int, dec: Decodi
     flat = [p for p in prompts for _ in range(n)]
     generator = torch.Generator(device=mixture.device).manual_seed(dec.seed)
     out = Generation([], [], [], [])
-    for start in range(0, len(flat), dec.batch_size):
+    for start in bar(range(0, len(flat), dec.batch_size), desc="sampling the mixture", unit="batch"):
         batch = encode_prompts(tokenizer, flat[start : start + dec.batch_size], mixture.device)
         sequences = mixture.generate(**batch, max_new_tokens=dec.max_new_tokens, temperature=1.0, top_p=1.0,
                                      generator=generator, eos_token_id=tokenizer.eos_token_id,

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from mpo import distributed
+from mpo.console import bar
 from mpo.policies import Decoding, TextPolicy
 from mpo.stats import bootstrap_indices, percentile_interval
 
@@ -48,7 +48,8 @@ class Samples:
         return [p for p in self.prompts for _ in range(self.n)]
 
 
-def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decoding, shard: bool = False) -> Samples:
+def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decoding, desc: str = "sampling",
+           shard: bool = False) -> Samples:
     """n responses per prompt; with their token ids and EOS flags when the policy can say (`HFPolicy`).
 
     Prompts are sampled in chunks of ``decoding.batch_size``, each with a seed of its own, so with ``shard`` (every
@@ -59,7 +60,7 @@ def sample(policy: TextPolicy, prompts: Sequence[str], n: int, decoding: Decodin
     starts = list(range(0, len(flat), chunk))
     mine = distributed.shard(starts) if shard else starts
     pieces = [_sample_chunk(policy, flat[start: start + chunk], Decoding(**{**decoding.__dict__, "seed": decoding.seed + start}))
-              for start in tqdm(mine, desc="sampling", leave=False, disable=len(mine) <= 1)]
+              for start in bar(mine, desc=desc, unit="batch")]
     if shard:
         pieces = distributed.gather(pieces, "sampling")
     if not hasattr(policy, "generate_tokens"):
@@ -205,7 +206,7 @@ def evaluate(
     ``reference_policy`` (an `HFPolicy` of π_ref), also estimate KL(π‖π_ref) (`kl_to_reference`). With ``shard``
     every rank of a multi-process job samples its share; rank 0 scores and gets the metrics, the others None."""
     start = time.perf_counter()
-    samples = sample(policy, reference.prompts, reference.n, decoding, shard=shard)
+    samples = sample(policy, reference.prompts, reference.n, decoding, desc="evaluating", shard=shard)
     if shard and not distributed.is_main():
         return None
     scores = score_all(scorers, samples)

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from mpo.artifacts import Artifact, ArtifactStore, cpu_seconds, peak_memory_mb
 from mpo.config import Config, RLConfig
+from mpo.console import announced, training_progress
 from mpo.costs import category
 from mpo.evaluation import Samples, sample
 from mpo.policies import Decoding, HFPolicy
@@ -103,7 +104,8 @@ class RunContext:
         return artifact
 
     def callbacks(self, stage: str) -> list:
-        return [self.tracker.callback(stage)] if self.tracker is not None else []
+        """A trainer's callbacks: its progress bar (`mpo.console`) and its metrics to W&B (`mpo.tracking`)."""
+        return [training_progress(stage), *([self.tracker.callback(stage)] if self.tracker is not None else [])]
 
     def log_stage(self, stage: str, artifact: Artifact) -> None:
         if self.tracker is not None and not artifact.reused:
@@ -113,7 +115,8 @@ class RunContext:
                 self.tracker.log_table(f"train/{stage}/completions", artifact.info["completions"])
 
     def build(self, name: str, stage: str, spec: dict, builder, deps=()) -> Artifact:
-        artifact = self.store.get_or_build(stage, spec, builder, deps, collective=stage in COLLECTIVE_STAGES)
+        artifact = self.store.get_or_build(stage, spec, announced(name, builder), deps,
+                                           collective=stage in COLLECTIVE_STAGES)
         self.log_stage(name, artifact)
         return self.record(name, artifact)
 

@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 import mpo.config  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
+from mpo import console
 from mpo.cli import register_help_resolver
 from mpo.config_dirs import CONF_DIR, with_shipped_sweeps
 
@@ -25,10 +26,12 @@ def main(cfg: DictConfig) -> float:
         mpo.config.load_config(cfg)  # every config check, before torch/transformers are imported (~1 s, not ~8)
         from mpo.experiment import run
 
-        results = run(cfg)
+        with console.job():  # in a multirun, the job's prints go to its log: the console gets one line per job
+            results = run(cfg)
     except Exception as err:
         err.mpo_job = sweep_job()  # which job of a sweep failed, told by `mpo.cli` (secrets masked)
         raise
+    console.job_done(results)
     return results["min_win_rate"]  # what a Hydra sweeper would optimise
 
 

@@ -148,13 +148,19 @@ def test_table_equals_plain_aggregation_of_files(multirun: Path) -> None:
     assert row["min_win_rate/ci_high"] == pytest.approx(row["min_win_rate/mean"] + half, rel=1e-9)
 
 
-def test_rows_sorted_reference_singles_then_by_min_win_rate(multirun: Path) -> None:
+def test_rows_in_a_fixed_order_families_then_weights(multirun: Path) -> None:
+    """Reference, singles, mpo, reward_soups, morlhf, maxmin_rlhf, ...; within a family weights in objective
+    order (a single counts as all its weight on its objective; rows without weights first): not by win-rate,
+    so rows do not move when a number changes."""
     rows = compare.comparison_table(compare.load_results([multirun]))
-    methods = [r["method"] for r in rows]
-    assert methods[0] == "reference"
-    assert methods[1:3] == ["single", "single"]
-    rest = [r["min_win_rate/mean"] for r in rows[3:]]
-    assert rest == sorted(rest, reverse=True) and len(rest) == 7
+    assert [r["label"] for r in rows] == [
+        "reference", "single[sentiment]", "single[conciseness]",
+        "mpo[w=0.80,0.20]", "mpo[w=0.50,0.50]", "mpo", "mpo[w=0.20,0.80]",  # λ̂ = (0.39, 0.61) among the presets
+        "reward_soups", "morlhf", "maxmin_rlhf"]
+    results = compare.load_results([multirun])
+    for r in results:
+        r["min_win_rate"] = 1.0 - r["min_win_rate"]
+    assert [r["label"] for r in compare.comparison_table(results)] == [r["label"] for r in rows]
 
 
 def test_single_seed_keeps_ci_and_betas_are_separate_rows(tmp_path: Path, monkeypatch) -> None:
@@ -245,11 +251,11 @@ def test_main_prints_table_and_writes_plots_into_first_dir(multirun: Path, capsy
         assert_png_with_content(written[name])
 
 
-def test_three_objectives_have_no_reward_front(tmp_path: Path) -> None:
+def test_three_objectives_have_a_reward_front_per_pair(tmp_path: Path) -> None:
     three = ["helpful", "harmless", "humorous"]
     sweep = write_multirun(tmp_path, sweep_results(three))
     written = compare.main([str(sweep), "--out", str(tmp_path / "cmp")])
-    assert "reward_front" not in written and not (tmp_path / "cmp" / "reward_front.png").exists()
+    assert_png_with_content(written["reward_front"])
     assert_png_with_content(written["win_rates"])
     header = read_csv(written["csv"])[0]
     assert all(f"win_rate/{o}/mean" in header for o in three)
@@ -526,9 +532,11 @@ def test_a_sweep_ends_with_its_comparison(multirun: Path, tmp_path: Path, capsys
     from mpo.callbacks import CompareWhenDone
 
     CompareWhenDone(baseline="maxmin_rlhf").on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(multirun)}}}))
-    out = capsys.readouterr().out
-    assert (multirun / "report.md").exists() and f"report: {multirun / 'report.md'}" in out
-    assert (multirun / "paired_vs_maxmin_rlhf.md").exists()
+    captured = capsys.readouterr()
+    *table, last = captured.out.strip().splitlines()  # the sweep's last words: the table, then the report's path
+    assert len(table) == 2 + 10 and all(line.startswith("|") for line in table) and not captured.err
+    assert last.startswith(f"report: {multirun / 'report.md'}") and (multirun / "report.md").exists()
+    assert (multirun / "paired_vs_maxmin_rlhf.md").exists() and "Win-rate against" in (multirun / "comparison.md").read_text()
     empty = tmp_path / "empty"
     empty.mkdir()
     CompareWhenDone().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(empty)}}}))

@@ -25,11 +25,33 @@ def launch(tmp_path: Path, *args: str, timeout: int = 600) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def multirun(tmp_path_factory):
+def launched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    launch(tmp, "-m", "method=reference,single_1", *SMOKE, "logger.mode=offline",
-           f"hydra.sweep.dir={tmp}/outputs/multirun/two_methods")
-    return tmp / "outputs" / "multirun" / "two_methods"
+    proc = launch(tmp, "-m", "method=reference,single_1", *SMOKE, "logger.mode=offline",
+                  f"hydra.sweep.dir={tmp}/outputs/multirun/two_methods")
+    return tmp / "outputs" / "multirun" / "two_methods", proc
+
+
+@pytest.fixture(scope="module")
+def multirun(launched):
+    return launched[0]
+
+
+def test_a_piped_multirun_console_has_a_line_per_build_and_per_job(launched):
+    """Not a terminal: no bars, no INFO records, no summary blocks; Hydra's line per job, one line per artifact
+    built, one per finished job. What the console leaves out is in each job's run.log."""
+    sweep, proc = launched
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert lines[0] == "Launching 2 jobs locally" and lines[1].startswith("\t#0 : method=reference")
+    built = [line for line in lines if line.startswith("  built ")]
+    assert {line.split()[1] for line in built} >= {"data", "base_model", "reference", "pairs_conciseness",
+                                                   "single_conciseness"}
+    done = [line for line in lines if ": min win-rate " in line]
+    assert [line.split(":")[0].strip() for line in done] == ["reference", "single[conciseness]"]
+    assert all(line.endswith("s") and "own " in line for line in done)
+    assert len(lines) == 1 + 2 + len(built) + len(done), "\n".join(lines)  # nothing else: no warnings either
+    log = (sweep / "0" / "run.log").read_text()
+    assert "== reference on reviews" in log and "building reference artifact" in log
 
 
 def test_multirun_is_one_wandb_group_with_job_types_config_and_metrics(multirun):

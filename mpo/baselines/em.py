@@ -30,6 +30,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from mpo.console import bar
 from mpo.scorers.reward_model import RewardModelScore
 from mpo.training.reward_model import pair_rewards, train_reward_model
 
@@ -107,7 +108,7 @@ def learn_reward_mixture(
     assignment = initial_assignment(users, n_groups, seed)
     model_dirs: list[Path | None] = [None] * n_groups
     history: list[dict[str, Any]] = []
-    for it in range(iterations):
+    for it in bar(range(iterations), desc="EM", unit="iteration"):
         model_dirs, fit_metrics = _m_step(backbone_path, pooled_pairs, pair_users, assignment, model_dirs,
                                           out_dir / f"_iter{it}", trl_args, seed + 1000 * it, callbacks)
         log_likelihoods = _score_groups(model_dirs, pooled_pairs, pair_users, users)
