@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mpo.artifact_files import Fingerprints, file_records, first_mismatch, local_paths
+from mpo.console import say
 from mpo.distributed import barrier, broadcast, is_main, rank, world_size
 from mpo.errors import ArtifactError
 from mpo.masking import mask
@@ -269,6 +270,7 @@ class ArtifactStore:
             _keep_only_checkpoints(work)
             if work.exists():
                 log.info("resuming the interrupted build of %s artifact %s from its checkpoints", stage, path.name)
+                say(f"  resuming the interrupted build of {stage} artifact {path.name} from its checkpoints")
         work.mkdir(parents=True, exist_ok=True)
         return work
 
