@@ -10,12 +10,13 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_S
 .PHONY: setup run test test-slow bench soak clean
 setup: $(VENV)/.installed
 
+# pip's output goes to $(VENV)/install.log (shown in full if an install fails), so the console keeps the run
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $@
+	@echo "installing into $(VENV) (log: $(VENV)/install.log)"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@( $(PY) -m pip install --upgrade pip && $(PY) -m pip install "$(TORCH)" && $(PY) -m pip install -e ".[dev]" ) \
+		> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
+	@touch $@
 
 run: setup
 	$(OFFLINE) $(PY) -m mpo.run --config-dir sweeps --config-name compare_methods  # ends by running mpo.compare

@@ -35,7 +35,7 @@ STAND_IN = textwrap.dedent("""
     def run(cfg):
         w = list(cfg.method.weights)
         assert cfg.method.name == "mpo" and len(w) == 2
-        return {"min_win_rate": 1.0 - abs(w[0] - 0.8)}
+        return {"label": "mpo", "min_win_rate": 1.0 - abs(w[0] - 0.8)}  # what the console's job line reads
     sys.modules["mpo.experiment"] = types.SimpleNamespace(run=run)
     import mpo.run
     sys.argv = ["mpo.run", *sys.argv[1:]]
