@@ -153,19 +153,37 @@ class ArtifactStore:
         """
         if world_size() > 1:
             return self._get_or_build_ranks(stage, spec, build, deps, collective)
+        path, inputs = self._locate(stage, spec, deps)
+        found, lock = self._claim(stage, path)
+        if found is not None:
+            return self._reuse(found)
+        try:
+            return self._build(stage, spec, build, deps, path, inputs)
+        finally:
+            lock.release()
+
+    def _locate(self, stage: str, spec: Mapping[str, Any], deps: Sequence[Artifact]) -> tuple[Path, dict[str, str]]:
+        """The key's directory (its parent created) and the fingerprints of the local inputs in its digest."""
         inputs = self.inputs(spec)
         path = self.root / stage / digest(stage, spec, deps, inputs)
         path.parent.mkdir(parents=True, exist_ok=True)
+        return path, inputs
+
+    def _claim(self, stage: str, path: Path) -> tuple[Artifact | None, KeyLock | None]:
+        """(the verified artifact, None), or (None, the key's lock, held) when it must be built: absent, or
+        damaged (said, with why). Another process building the key is waited for on its lock."""
         found = self._check(stage, path)
         if isinstance(found, Artifact):
-            return self._reuse(found)
-        with KeyLock(Path(f"{path}.lock"), f"the {stage} artifact {path.name}", self.lock_timeout):
-            found = self._check(stage, path)  # built (or repaired) by another process while we waited
-            if isinstance(found, Artifact):
-                return self._reuse(found)
-            if isinstance(found, str):
-                log.warning("%s artifact %s failed verification (%s): rebuilding it", stage, path, found)
-            return self._build(stage, spec, build, deps, path, inputs)
+            return found, None
+        lock = KeyLock(Path(f"{path}.lock"), f"the {stage} artifact {path.name}", self.lock_timeout)
+        lock.__enter__()
+        found = self._check(stage, path)  # built (or repaired) by another process while we waited
+        if isinstance(found, Artifact):
+            lock.release()
+            return found, None
+        if isinstance(found, str):
+            log.warning("%s artifact %s failed verification (%s): rebuilding it", stage, path, found)
+        return None, lock
 
     def _get_or_build_ranks(self, stage, spec, build, deps, collective: bool) -> Artifact:
         """`get_or_build` for one rank of a multi-process job: rank 0 alone checks, locks and writes."""
@@ -174,21 +192,12 @@ class ArtifactStore:
                                "would never answer; ask for it before that build (or make that stage collective)")
         lock, artifact = None, None
         if is_main():
-            inputs = self.inputs(spec)
-            path = self.root / stage / digest(stage, spec, deps, inputs)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            found = self._check(stage, path)
-            if not isinstance(found, Artifact):
-                lock = KeyLock(Path(f"{path}.lock"), f"the {stage} artifact {path.name}", self.lock_timeout)
-                lock.__enter__()
-                found = self._check(stage, path)
-            artifact = found if isinstance(found, Artifact) else None
+            path, inputs = self._locate(stage, spec, deps)
+            artifact, lock = self._claim(stage, path)
         what = f"{stage} artifact"
         path, build_it = broadcast((path, artifact is None) if is_main() else None, f"deciding on the {what}")
         try:
             if build_it and is_main():
-                if path.exists():
-                    log.warning("%s artifact %s failed verification: rebuilding it", stage, path)
                 self._alone = not collective
                 try:
                     artifact = self._build(stage, spec, build, deps, path, inputs)

@@ -9,7 +9,6 @@ fix one of them for memory; the other follows). ``steps: null`` leaves each stag
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,11 +18,6 @@ from mpo.errors import ConfigError
 SEQUENCES_PER_EXAMPLE = {"dpo": 2, "reward_model": 2, "rl": 1}
 # keywords the budget sets: a preset that also sets them would be silently overridden
 OWNED = ("max_steps", "num_train_epochs")
-
-
-def world_size() -> int:
-    """Processes that share one optimizer step (torchrun/accelerate set WORLD_SIZE)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def budgeted(stage: str, kwargs: Mapping[str, Any], steps: int, sequences_per_step: int,

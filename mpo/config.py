@@ -464,7 +464,8 @@ def apply_dtype(trainer: TrainerConfig, dtype: str) -> None:
 
 def apply_budget(trainer: TrainerConfig) -> None:
     """Set max_steps and the batch of every budgeted stage from ``trainer.budget`` (mpo.budget)."""
-    from mpo.budget import SEQUENCES_PER_EXAMPLE, budgeted, global_batch, world_size
+    from mpo.budget import SEQUENCES_PER_EXAMPLE, budgeted, global_batch
+    from mpo.distributed import world_size
 
     processes = world_size()
     trainer.sft = global_batch("sft", trainer.sft, processes)

@@ -26,13 +26,22 @@ class RankError(UserError):
     """A rank gave up waiting for the others (a sibling died, hung, or diverged)."""
 
 
+def _env_int(*names: str, default: int) -> int:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return default
+
+
 def world_size() -> int:
     """Processes of this job (torchrun and accelerate set WORLD_SIZE)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return _env_int("WORLD_SIZE", default=1)
 
 
 def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    """This process's rank (RANK, else LOCAL_RANK; 0 in a single process)."""
+    return _env_int("RANK", "LOCAL_RANK", default=0)
 
 
 def is_main() -> bool:

@@ -100,12 +100,10 @@ def reference_evaluation(ctx: RunContext) -> tuple[Samples, dict]:
 
 def check_ranks(config: Config) -> None:
     """What a multi-process job (torchrun, accelerate launch) cannot do, refused before any rank starts work."""
-    from mpo.distributed import world_size
-
-    if world_size() == 1:
+    if distributed.world_size() == 1:
         return
     if hydra_job()["sweep"] is not None:
-        raise ConfigError(f"WORLD_SIZE={world_size()} with -m: a multi-process launch runs one job; launch one "
+        raise ConfigError(f"WORLD_SIZE={distributed.world_size()} with -m: a multi-process launch runs one job; launch one "
                           "torchrun per job, or sweep with one process per job (hydra/launcher=local_parallel)")
     if getattr(config.method, "em", False):
         raise ConfigError("maxmin_rlhf method.em=true alternates assignments and reward-model fits that only one "

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mpo.distributed import is_main
 from mpo.masking import mask
 from mpo.wandb_offline import wait_until_complete
 
@@ -117,15 +118,6 @@ def sweep_group(name: str, sweep_dir: str | None) -> str:
     return f"{name}-{'_'.join(stamp)}" if stamp else parts[-1]
 
 
-def _process_rank() -> int:
-    """This process's rank under torchrun / accelerate launch (0 in a single process)."""
-    for var in ("RANK", "LOCAL_RANK"):
-        value = os.environ.get(var, "").strip()
-        if value.isdigit():
-            return int(value)
-    return 0
-
-
 def _number(value: Any) -> float | int | None:
     """A loggable scalar, or None (strings, lists and tensors with more than one element are skipped)."""
     if isinstance(value, bool):
@@ -180,7 +172,7 @@ class Tracker:
         """Start this job's run; any failure gives a warning and a no-op tracker, never an exception.
 
         ``config.group`` (set by the user) wins over ``group`` (passed by the launcher: the sweep)."""
-        if config.backend == "none" or _process_rank() != 0:
+        if config.backend == "none" or not is_main():
             return cls()  # one run per job: under DDP only rank 0 reports
         try:
             mode = resolve_mode(config.mode)

@@ -41,6 +41,12 @@ def trl_kwargs(args: Mapping[str, Any], out_dir: Path, seed: int = 0) -> dict[st
     return {**defaults, **dict(args)}
 
 
+def model_dtype(trl_args: Mapping[str, Any]) -> str:
+    """The dtype a stage's weights load in: its ``model_init_kwargs`` (set from policy.dtype by
+    `mpo.config.apply_dtype`), float32 when it has none."""
+    return (trl_args.get("model_init_kwargs") or {}).get("dtype", "float32")
+
+
 def train_and_save(trainer, out_dir: Path, stage: str, logged: Sequence[str] = ()) -> dict[str, float]:
     """Train, save model + tokenizer into ``out_dir``, drop TRL's empty output_dir, and return the loss,
     step count, sequences trained on (``stage``: "dpo" or "reward_model", mpo.budget), runtime and the last

@@ -25,7 +25,7 @@ from trl import DPOConfig, DPOTrainer
 from mpo.adapters import peft_config, point_at_base
 from mpo.distributed import is_main, world_size
 from mpo.policies import load_causal_lm, logprobs_of_ids
-from mpo.training.common import train_and_save, trl_kwargs
+from mpo.training.common import model_dtype, train_and_save, trl_kwargs
 from mpo.training.reward_model import _pair_columns
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def train_dpo(
         args["precompute_ref_log_probs"] = False
     trainer = TokenIdDPOTrainer(
         model=str(model_path),
-        ref_model=None if ref_model_path is None else _causal_lm(reference_path, _dtype(trl_args)),
+        ref_model=None if ref_model_path is None else _causal_lm(reference_path, model_dtype(trl_args)),
         args=DPOConfig(**trl_kwargs(args, out_dir, seed)),
         train_dataset=_dpo_columns(pairs),
         processing_class=tokenizer,
@@ -184,7 +184,3 @@ def _causal_lm(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return load_causal_lm(path, dtype).to(device).eval()  # a LoRA adapter's policy comes merged into its base
 
-
-def _dtype(trl_args: Mapping[str, Any]) -> str:
-    """The dtype the stage's weights load in (``model_init_kwargs``, set from policy.dtype by mpo.config)."""
-    return (trl_args.get("model_init_kwargs") or {}).get("dtype", "float32")

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedToken
 
 from mpo.distributed import is_main
 from mpo.policies import load_tokenizer
-from mpo.training.common import save_model, train_from_checkpoint, trl_kwargs
+from mpo.training.common import model_dtype, save_model, train_from_checkpoint, trl_kwargs
 
 EOS = "<|endoftext|>"
 
@@ -82,9 +82,9 @@ def train_sft(
     before = mean_token_loss(model_path, eval_texts) if eval_texts else math.nan
     tokenizer = load_tokenizer(model_path)
     tokenizer.padding_side = "right"
-    trl_args = dict(trl_args)
-    init = trl_args.pop("model_init_kwargs", None) or {}  # we load the model: policy.dtype (mpo.config.apply_dtype)
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, init.get("dtype", "float32")))
+    dtype = model_dtype(trl_args)  # we load the model ourselves, so TRL gets no model_init_kwargs
+    trl_args = {k: v for k, v in trl_args.items() if k != "model_init_kwargs"}
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, dtype))
     args = SFTConfig(**trl_kwargs({"eos_token": tokenizer.eos_token, **trl_args}, out_dir, seed))
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=texts.select_columns(["text"]),
