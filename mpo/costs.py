@@ -1,4 +1,4 @@
-"""A method's cost, split the way the comparison needs it (docs/design.md §5).
+"""A method's cost, split the way the comparison needs it (docs/design.md §3).
 
 Every stage a run used is charged to one category:
 
