@@ -4,6 +4,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+import torch
+
 from mpo.devices import assign_gpu, claim_gpu
 
 CLAIM = "import sys, time; from mpo.devices import claim_gpu; print(claim_gpu(sys.argv[1], 2, 5), flush=True); time.sleep(30)"
@@ -26,7 +29,12 @@ def test_workers_claim_distinct_gpus_then_share_round_robin(tmp_path):
     assert claim_gpu(fresh, 2, job_num=3) == 0 and claim_gpu(fresh, 2, job_num=4) == 0
 
 
-def test_no_claim_without_a_parallel_launcher_or_gpus(tmp_path):
+def test_no_claim_without_a_parallel_launcher(tmp_path):
     assert assign_gpu(tmp_path, parallel_jobs=1, job_num=0) is None
-    assert assign_gpu(tmp_path, parallel_jobs=4, job_num=2) is None  # this machine has no CUDA
+    assert not (tmp_path / ".gpus").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine a parallel worker does claim a GPU")
+def test_no_claim_without_gpus(tmp_path):
+    assert assign_gpu(tmp_path, parallel_jobs=4, job_num=2) is None
     assert not (tmp_path / ".gpus").exists()
