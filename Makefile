@@ -28,11 +28,11 @@ test-slow: setup
 	$(OFFLINE) $(PY) -m pytest -q -m slow
 
 bench: setup
-	$(OFFLINE) $(PY) -m mpo.bench
+	$(OFFLINE) $(PY) -m mpo.studies.bench
 
 # a joblib sweep with a worker killed mid-stage and an artifact corrupted must end equal to an undisturbed one
 soak: setup
-	$(OFFLINE) $(PY) -m mpo.soak
+	$(OFFLINE) $(PY) -m mpo.studies.soak
 
 clean:
 	rm -rf outputs/runs outputs/multirun

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from mpo.config_dirs import CONF_DIR
-from mpo.errors import closest, did_you_mean, one_line, user_error
+from mpo.config.dirs import CONF_DIR
+from mpo.infra.errors import closest, did_you_mean, one_line, user_error
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT_CODE = 2
@@ -100,9 +100,9 @@ def presets(group: str) -> list[str]:
 
 def _presets_help(group: str) -> str:
     """``${mpo.presets:GROUP}`` in conf/hydra/help/mpo.yaml: the group's presets, `*` on this command's choice."""
-    from hydra.core.hydra_config import HydraConfig
+    from mpo.infra.hydra_job import runtime_choices
 
-    chosen = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+    chosen = runtime_choices().get(group)
     return ", ".join(f"{option}*" if option == chosen else option for option in presets(group))
 
 
@@ -133,9 +133,9 @@ def _composition(err: Exception) -> str:
 
 def _open_node_key(key: str, name: str, value: str, parent) -> str:
     """A key missing from an untyped node (trainer kwargs, a `_target_`'s arguments): a typo, or a setting the
-    preset does not list, which `+` adds (and `mpo.config_checks` then checks)."""
-    from mpo.config_checks import TRAINER_CONFIGS, trainer_params
-    from mpo.signatures import callable_params
+    preset does not list, which `+` adds (and `mpo.config.checks` then checks)."""
+    from mpo.config.checks import TRAINER_CONFIGS, trainer_params
+    from mpo.config.signatures import callable_params
 
     stage = re.fullmatch(r"trainer\.(\w+)\.[^.]+", key)
     known = trainer_params(stage.group(1)) if stage and stage.group(1) in TRAINER_CONFIGS else None

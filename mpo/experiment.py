@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mpo import distributed
-from mpo.artifacts import ArtifactStore, cpu_seconds, json_safe, peak_memory_mb, write_json
-from mpo.config import Config, ConfigError, load_config
-from mpo.costs import summary as cost_summary
-from mpo.devices import assign_gpu
-from mpo.evaluation import Samples, evaluate, objective_correlations, reference_seed, score_all
-from mpo.masking import mask_overrides
-from mpo.pipeline import RunContext, decoding, load_policy, plain, reference_policy, reference_samples_on, task_data
+from mpo.config.load import load_config
+from mpo.config.schema import Config, ConfigError
+from mpo.infra import distributed
+from mpo.infra.costs import Meter, stage_entry
+from mpo.infra.costs import summary as cost_summary
+from mpo.infra.devices import assign_gpu
+from mpo.infra.hydra_job import job_state, parallel_jobs
+from mpo.models.sampling import Samples
+from mpo.stages.context import RunContext, decoding, load_policy, config_data
+from mpo.stages.evaluation import evaluate, objective_correlations, reference_seed, score_all
+from mpo.stages.pipeline import policy_samples, reference_policy, task_data
+from mpo.store.artifacts import ArtifactStore, json_safe, write_json
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +43,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def hydra_job() -> dict[str, Any]:
-    """Overrides, job number and sweep dir of the current Hydra job (empty outside @hydra.main)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {"overrides": [], "job_num": None, "sweep": None}
-    hc = HydraConfig.get()
-    is_multirun = str(hc.mode) == "RunMode.MULTIRUN"
-    return {
-        "overrides": mask_overrides(list(hc.overrides.task)),  # secret-like values as ***
-        "job_num": OmegaConf.select(hc, "job.num", default=None) if is_multirun else None,
-        "sweep": hc.sweep.dir if is_multirun else None,
-    }
-
-
 def start_tracker(config: Config, run_dir: Path, job: dict[str, Any]):
-    from mpo.tracking import Tracker, TrackingConfig, sweep_group
+    from mpo.infra.tracking import Tracker, TrackingConfig, sweep_group
 
     logger = config.logger
     tracking = TrackingConfig(backend=logger.backend, project=logger.project, entity=logger.entity, mode=logger.mode,
@@ -68,16 +57,6 @@ def start_tracker(config: Config, run_dir: Path, job: dict[str, Any]):
     run_config = json_safe(dataclasses.asdict(config))
     return Tracker.start(tracking, run_config=run_config, name=name, job_type=config.method.name, group=group,
                          run_dir=run_dir)
-
-
-def parallel_jobs() -> int:
-    """How many jobs the Hydra launcher runs at once (joblib's n_jobs; 1 outside a parallel multirun)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return 1
-    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
-    return int(n_jobs) if isinstance(n_jobs, int) and n_jobs > 0 else 1
 
 
 def torch_threads(threads: int, jobs: int, cpus: int) -> int:
@@ -93,8 +72,8 @@ def reference_evaluation(ctx: RunContext) -> tuple[Samples, dict]:
     data, _ = task_data(ctx)
     prompts = data["eval"]["prompt"][: ctx.cfg.eval.n_prompts]
     reference = reference_policy(ctx)
-    samples, _ = reference_samples_on(ctx, reference, prompts, ctx.cfg.eval.samples_per_prompt,
-                                      reference_seed(decoding(ctx)), "eval_reference")
+    samples, _ = policy_samples(ctx, reference, prompts, ctx.cfg.eval.samples_per_prompt,
+                                reference_seed(decoding(ctx)), "eval_reference", stage="reference_samples", shared=True)
     return samples, score_all(ctx.scorers, samples)
 
 
@@ -102,7 +81,7 @@ def check_ranks(config: Config) -> None:
     """What a multi-process job (torchrun, accelerate launch) cannot do, refused before any rank starts work."""
     if distributed.world_size() == 1:
         return
-    if hydra_job()["sweep"] is not None:
+    if job_state()["sweep"] is not None:
         raise ConfigError(f"WORLD_SIZE={distributed.world_size()} with -m: a multi-process launch runs one job; launch one "
                           "torchrun per job, or sweep with one process per job (hydra/launcher=local_parallel)")
     if getattr(config.method, "em", False):
@@ -123,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
     run_dir = Path(config.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    job = hydra_job()
+    job = job_state()
     if config.device == "auto" and distributed.world_size() == 1:  # a parallel sweep's worker takes a GPU of its own
         assign_gpu(config.paths.artifacts, parallel_jobs(), job["job_num"])
     wall0 = time.perf_counter()
@@ -132,7 +111,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx = RunContext(config, ArtifactStore(config.paths.artifacts, lock_timeout=config.lock_timeout), tracker)
         reference, reference_scores = reference_evaluation(ctx)
         output = build_method(ctx)
-        reference_model = reference_policy(ctx)  # every rank asks the store in the same order (mpo.distributed)
+        reference_model = reference_policy(ctx)  # every rank asks the store in the same order (mpo.infra.distributed)
         with ctx.charged_to("evaluation"), ctx.timed("evaluation"):
             metrics = evaluate(output.policy, reference, reference_scores, ctx.scorers, decoding(ctx),
                                resamples=config.eval.bootstrap, level=config.eval.ci,
@@ -197,13 +176,13 @@ def build_method(ctx: RunContext):
     """The method's policy; what its call spent outside every recorded stage (loading models, scoring done in
     memory) is charged to its own cost as the stage ``unstaged``, so no work goes uncounted."""
     before = set(ctx.costs)
-    wall0, cpu0 = time.perf_counter(), cpu_seconds()
+    meter = Meter()
     output = get_method(ctx.cfg.method._target_)(ctx, ctx.cfg.method)
     built = [entry for name, entry in ctx.costs.items() if name not in before and not entry["reused"]]
-    ctx.costs["unstaged"] = {
-        "seconds": max(0.0, time.perf_counter() - wall0 - sum(e["seconds"] for e in built)),
-        "cpu_seconds": max(0.0, cpu_seconds() - cpu0 - sum(e.get("cpu_seconds", 0.0) for e in built)),
-        "peak_memory_mb": peak_memory_mb(), "category": "own", "reused": False, "artifact": None}
+    spent = meter.reading()
+    for key in ("seconds", "cpu_seconds"):  # less what the stages built inside recorded themselves
+        spent[key] = max(0.0, spent[key] - sum(e.get(key, 0.0) for e in built))
+    ctx.costs["unstaged"] = stage_entry(spent, "own")
     return output
 
 
@@ -222,10 +201,10 @@ def assemble(config: Config, output, metrics: dict, costs: dict, job: dict, run_
                                    "min_win_rate_ci", "min_win_rate_objective", "kl", "mean_response_words",
                                    "per_prompt")},
         "singles": getattr(config.method, "singles", None),
-        "budget": plain(config.trainer.budget),
+        "budget": config_data(config.trainer.budget),
         "cost": cost_summary(costs),
         "method_info": output.info,
-        "method_config": plain(config.method),
+        "method_config": config_data(config.method),
         "samples": metrics["samples"],
         "overrides": job["overrides"],
         "job_num": job["job_num"],

@@ -1,32 +1,19 @@
 """The reference, single-objective and MPO rows. A method builds a policy from the shared stages; evaluation
-is the same for all of them (`mpo.experiment`). Baselines live in `mpo/baselines/` with the same signature:
+is the same for all of them (`mpo.experiment`). Baselines live in `baselines/` with the same signature:
 ``build(ctx, method_cfg) -> MethodOutput``."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
-from mpo.config import MPOMethod, ReferenceMethod, SingleMethod
-from mpo.pipeline import RunContext, load_components, load_policy, reference_policy, single_policy
-from mpo.policies import TextPolicy
+from mpo.config.schema import MPOMethod, ReferenceMethod, SingleMethod
+from mpo.stages.context import MethodOutput, RunContext, load_components, load_policy, weights_label
+from mpo.stages.estimation import max_min_weights
+from mpo.stages.pipeline import reference_policy
+from mpo.stages.singles import single_policy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MethodOutput:
-    policy: TextPolicy
-    label: str
-    weights: dict[str, float] | None = None
-    weights_source: str | None = None  # "bsmd" | "preset" | None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def weights_label(name: str, weights) -> str:
-    """The row label of a method run with preset weights, e.g. ``mpo[w=0.30,0.70]``."""
-    return f"{name}[w=" + ",".join(f"{w:.2f}" for w in weights) + "]"
 
 
 def mpo_label(method: MPOMethod, weights: list[float]) -> str:
@@ -63,7 +50,7 @@ def reference(ctx: RunContext, method: ReferenceMethod) -> MethodOutput:
 
 
 def single(ctx: RunContext, method: SingleMethod) -> MethodOutput:
-    artifact = single_policy(ctx, method.objective)
+    artifact = single_policy(ctx, method.objective, by=method.singles)
     name = "single" if method.singles == "dpo" else f"single_{method.singles}"
     return MethodOutput(load_policy(ctx, artifact), label=f"{name}[{method.objective}]", info=artifact.info)
 
@@ -72,7 +59,7 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
     """Mix the single-objective policies log-linearly with preset weights or the max-min weights."""
     import torch
 
-    from mpo.mixing import LogLinearMixture, MixturePolicy
+    from mpo.models.mixing import LogLinearMixture, MixturePolicy
 
     objectives = [k for k in ctx.objectives if k != method.drop]
     info: dict[str, Any] = {"mixed_objectives": objectives}
@@ -83,10 +70,10 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
             raise ValueError(f"method.weights give all mass to the dropped objective {method.drop!r}")
         weights, source = torch.tensor([preset[k] / total for k in objectives], dtype=torch.float64), "preset"
     else:
-        weights, solved = _max_min_weights(ctx, method, objectives)
+        weights, solved = max_min_weights(ctx, method, objectives)
         info.update(solved)
         source = method.solver
-    models, tokenizers = load_components(ctx, [single_policy(ctx, k) for k in objectives])
+    models, tokenizers = load_components(ctx, [single_policy(ctx, k, by=method.singles) for k in objectives])
     mixture = LogLinearMixture(models, weights.tolist(), tokenizers=tokenizers)
     # one policy with all the weight: its token-level and sequence-level mixtures coincide, resampling is moot
     mode = method.decoding if int((weights > 0).sum()) > 1 else "token"
@@ -94,21 +81,3 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
     all_weights = {k: 0.0 for k in ctx.objectives} | dict(zip(objectives, map(float, weights)))
     label = mpo_label(method, [all_weights[k] for k in ctx.objectives])
     return MethodOutput(policy, label=label, weights=all_weights, weights_source=source, info=info)
-
-
-def _max_min_weights(ctx: RunContext, method: MPOMethod, objectives: list[str]):
-    """λ solving the max-min objective from the cached proposal tensor, and what to report about it."""
-    from mpo.estimation import proposal_tensor, solve
-
-    tensor, _ = proposal_tensor(ctx, objectives, method.estimator)
-    with ctx.timed("solve"):
-        weights, info = solve(tensor, method.solver, method.bsmd, beta=ctx.cfg.task.beta, seed=ctx.cfg.seed,
-                              min_ess_fraction=method.estimator.min_ess_fraction)
-    named = lambda values: dict(zip(objectives, map(float, values)))  # noqa: E731
-    for key in ("weights_exact", "weights_bsmd", "certificate", "self_check_mixture", "self_check_reference_only"):
-        if info.get(key) is not None:
-            info[key] = named(info[key])
-    log.info("MPO weights (%s solver) %s; duality gap %.2g; BSMD L1 from exact %.4f; median ESS %.1f of %d",
-             method.solver, {k: round(v, 4) for k, v in info[f"weights_{method.solver}"].items()},
-             info["duality_gap"], info["bsmd_l1_from_exact"], info["ess"]["median"], int(info["ess"]["m"]))
-    return weights, info

@@ -7,23 +7,24 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import mpo.config  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
-from mpo import console
 from mpo.cli import register_help_resolver
-from mpo.config_dirs import CONF_DIR, with_shipped_sweeps
+from mpo.config.dirs import CONF_DIR, with_shipped_sweeps
+from mpo.config.load import load_config
+import mpo.config.schema  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
+from mpo.infra import console
+from mpo.infra.errors import ConfigError
+from mpo.infra.hydra_job import record_job, runtime_choices, sweep_job
 
 register_help_resolver()  # `--help` lists each group's presets (conf/hydra/help/mpo.yaml)
 
 
-# the clone's conf/ (live edits), or the copy an installed wheel ships: mpo.config_dirs
+# the clone's conf/ (live edits), or the copy an installed wheel ships: mpo.config.dirs
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
-    from mpo.masking import record_job
-
     record_job(cfg)  # .hydra/ files, multirun.yaml and sys.argv, with secrets masked
     try:
         refuse_schema_entries()
-        mpo.config.load_config(cfg)  # every config check, before torch/transformers are imported (~1 s, not ~8)
+        load_config(cfg)  # every config check, before torch/transformers are imported (~1 s, not ~8)
         from mpo.experiment import run
 
         with console.job():  # in a multirun, the job's prints go to its log: the console gets one line per job
@@ -38,32 +39,17 @@ def main(cfg: DictConfig) -> float:
 def refuse_schema_entries() -> None:
     """``method=_mpo`` composes (the schema is stored under that name) but is no preset: it would skip the
     preset's YAML and run with schema defaults only."""
-    from hydra.core.hydra_config import HydraConfig
-
-    for group, choice in HydraConfig.get().runtime.choices.items():
+    for group, choice in runtime_choices().items():
         if isinstance(choice, str) and choice.startswith("_") and not group.startswith("hydra"):
-            raise mpo.config.ConfigError(f"{group}={choice} is an internal schema entry, not a preset: use "
-                                         f"{group}={choice.lstrip('_')} (python -m mpo.run --help lists the presets)")
-
-
-def sweep_job() -> str | None:
-    """``#3 (method=mpo seed=1)`` inside a multirun job, None in a single run."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-    from mpo.masking import mask_overrides
-
-    if not HydraConfig.initialized() or str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
-        return None
-    hc = HydraConfig.get()
-    return f"#{OmegaConf.select(hc, 'job.num', default='?')} ({' '.join(mask_overrides(list(hc.overrides.task)))})"
+            raise ConfigError(f"{group}={choice} is an internal schema entry, not a preset: use "
+                              f"{group}={choice.lstrip('_')} (python -m mpo.run --help lists the presets)")
 
 
 def cli() -> None:
     """A user's mistake is one line naming the key and the fix (exit code 2); a bug keeps its traceback."""
     from mpo.cli import exit_on_user_error
-    from mpo.distributed import hydra_overrides
-    from mpo.masking import mask_log_records
+    from mpo.infra.distributed import hydra_overrides
+    from mpo.infra.masking import mask_log_records
 
     mask_log_records()
     sys.argv = with_shipped_sweeps(sys.argv) + hydra_overrides()  # torchrun: ranks > 0 get a scratch run dir

@@ -37,7 +37,7 @@ def compose(overrides=(), root: Path | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import mpo.config  # noqa: F401  (registers the schemas)
+    import mpo.config.schema  # noqa: F401  (registers the schemas)
 
     paths = [f"paths.root={root}", f"paths.output_dir={root}/run"] if root is not None else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

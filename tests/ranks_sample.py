@@ -7,9 +7,9 @@ from pathlib import Path
 
 from transformers import GPT2Config
 
-from mpo import distributed
-from mpo.evaluation import Samples, sample
-from mpo.policies import Decoding, HFPolicy
+from mpo.infra import distributed
+from mpo.models.policies import Decoding, HFPolicy
+from mpo.models.sampling import Samples, sample
 from mpo.training.sft import build_base_model
 
 out = Path(sys.argv[1])

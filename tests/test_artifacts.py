@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mpo.artifacts import ArtifactStore, digest
-from mpo.errors import ArtifactError
+from mpo.infra.errors import ArtifactError
+from mpo.store.artifacts import ArtifactStore, digest
 
 
 def _writer(out: Path, value: str, log: list | None = None) -> dict:
@@ -119,7 +119,7 @@ def test_truncated_or_missing_files_are_detected_and_lookup_says_how_to_fix(tmp_
 
 
 def test_fast_path_trusts_size_and_mtime_and_rehashes_otherwise(tmp_path, monkeypatch):
-    import mpo.artifact_files as files
+    import mpo.store.files as files
 
     store = ArtifactStore(tmp_path)
     artifact = store.get_or_build("stage", {"a": 1}, _two_files)
@@ -187,7 +187,7 @@ def test_a_killed_build_is_resumed_from_its_checkpoints_or_cleaned(tmp_path):
 
 
 def test_abandoned_builds_of_other_keys_do_not_pile_up(tmp_path):
-    from mpo.artifacts import STALE_AFTER
+    from mpo.store.artifacts import STALE_AFTER
 
     stage = tmp_path / "stage"
     old, recent, legacy = stage / ".build-aaaa", stage / ".build-bbbb", stage / ".tmp-cccc-123-456"
@@ -201,7 +201,7 @@ def test_abandoned_builds_of_other_keys_do_not_pile_up(tmp_path):
 
 
 def _hold_lock(lock_path: str, ready: str, seconds: float) -> None:
-    from mpo.store_lock import KeyLock
+    from mpo.store.lock import KeyLock
 
     with KeyLock(Path(lock_path), "the test artifact", 60):
         Path(ready).write_text("held")

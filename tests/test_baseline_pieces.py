@@ -12,10 +12,11 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from mpo.baselines.aggregation import MinOf, WeightedSum, check_simplex_weights
+from mpo.baselines.aggregation import MinOf, WeightedSum
 from mpo.baselines.mixed_po import easy_threshold, hard_prompts, split_pairs, unique_pairs
-from mpo.baselines.normalization import PNormalizer, ZScore, fit_normalizer
 from mpo.baselines.reward_soups import interpolate
+from mpo.core.normalisation import PNormalizer, ZScore, fit_normalizer
+from mpo.core.simplex import check_simplex
 
 
 def length_scorer(prompts, responses):
@@ -109,7 +110,7 @@ def test_weighted_sum_and_min_of_per_sample():
 
 
 @pytest.mark.parametrize("weights, message", [
-    ([0.5, 0.5, 0.0], "3 weights for 2 objectives"),
+    ([0.5, 0.5, 0.0], "3 weights but there are 2 objectives"),
     ([1.5, -0.5], "must be >= 0"),
     ([0.3, 0.3], r"sum to 1 .* got sum 0.6.*divide each by their sum: \[0.5, 0.5\]"),
     ([0.0, 0.0], "give at least one positive weight"),
@@ -117,7 +118,7 @@ def test_weighted_sum_and_min_of_per_sample():
 ])
 def test_weight_validation_names_the_problem_and_the_fix(weights, message):
     with pytest.raises(ValueError, match=message):
-        check_simplex_weights(weights, 2)
+        check_simplex(weights, 2)
     with pytest.raises(ValueError, match=message):
         WeightedSum([count_a, count_a], weights)
 

@@ -1,4 +1,4 @@
-"""The cost-scaling study (`python -m mpo.bench --study cost-scaling`): its ratios are those of the runs' own
+"""The cost-scaling study (`python -m mpo.studies.bench --study cost-scaling`): its ratios are those of the runs' own
 results.json, its parameter count is the built base model's, and it writes its plot."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mpo import bench, cost_scaling
+from mpo.studies import bench, cost_scaling
 
 
 def _results(own: float, singles: float = 0.0, evaluation: float = 1.0, min_win_rate: float = 0.5) -> dict:

@@ -1,4 +1,4 @@
-"""BSMD and the exact outer problem (mpo/bsmd.py) against plain references, brute force, and the exact
+"""BSMD and the exact outer problem (mpo/core/bsmd.py) against plain references, brute force, and the exact
 minimiser on an enumerable problem built from tiny HF GPT-2 policies (the acceptance test)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from mpo import bsmd
+from mpo.core import bsmd
 from tests.enumerable import all_responses, random_policy, sequence_logprobs
 
 # ----------------------------------------------------------------------------------------- references

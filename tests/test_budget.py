@@ -1,11 +1,12 @@
-"""One training budget for every trained stage (mpo.budget), and the cost split (mpo.costs)."""
+"""One training budget for every trained stage (mpo.config.budget), and the cost split (mpo.infra.costs)."""
 
 import pytest
 
 from mpo.baselines.mixed_po import shared_budget
-from mpo.budget import SEQUENCES_PER_EXAMPLE, budgeted, split_steps
-from mpo.config import ConfigError, load_config
-from mpo.costs import split, summary
+from mpo.config.budget import SEQUENCES_PER_EXAMPLE, budgeted, split_steps
+from mpo.config.load import load_config
+from mpo.config.schema import ConfigError
+from mpo.infra.costs import split, summary
 
 STAGES = tuple(SEQUENCES_PER_EXAMPLE)
 

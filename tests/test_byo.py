@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from test_readme_commands import PREFIX, hydra_arguments, jobs, readme_commands, shell_problems
 
-from mpo.config import load_config
+from mpo.config.load import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = (ROOT / "docs" / "byo.md").read_text()
@@ -78,17 +78,17 @@ def test_every_command_composes_and_validates(byo, command, monkeypatch):
 
 
 def test_the_pairs_file_and_the_scorer_are_what_a_run_reads(byo, monkeypatch):
-    from mpo.pipeline import plain
-    from mpo.scoring import build_scorer
+    from mpo.scorers.checked import build_scorer
+    from mpo.stages.context import config_data
 
     monkeypatch.chdir(byo)
     monkeypatch.syspath_prepend(str(byo))
     (config,) = composed(byo, f"{PREFIX} --config-dir byo task=my_task policy=my_model method=mpo")
-    pairs = instantiate(plain(config.task.objectives["politeness"].pairs.dataset))
+    pairs = instantiate(config_data(config.task.objectives["politeness"].pairs.dataset))
     assert pairs.column_names == ["prompt", "chosen", "rejected"] and pairs.to_list() == ROWS[1]
-    politeness = build_scorer("politeness", plain(config.task.objectives["politeness"].scorer))
+    politeness = build_scorer("politeness", config_data(config.task.objectives["politeness"].scorer))
     assert politeness(pairs["prompt"], pairs["chosen"]) > politeness(pairs["prompt"], pairs["rejected"])
-    brevity = build_scorer("brevity", plain(config.task.objectives["brevity"].scorer))
+    brevity = build_scorer("brevity", config_data(config.task.objectives["brevity"].scorer))
     assert brevity(["a", "b", "c"], ["", "one two three", " ".join(["w"] * 20)]) == [1.0, 0.75, 0.0]
 
 

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from mpo import compare
-from mpo.costs import summary as cost_summary
+from mpo.analysis.plots import preset_fronts
+from mpo.analysis.results import load_results, load_wandb_runs, result_from_wandb, validate_result
+from mpo.analysis.table import comparison_table, to_markdown, write_outputs
+from mpo.infra.costs import summary as cost_summary
 
 OBJECTIVES = ["sentiment", "conciseness"]
 SEEDS = [0, 1]
@@ -125,9 +128,9 @@ def reference_rows(results_dir: Path) -> dict[tuple, dict]:
 
 
 def test_table_equals_plain_aggregation_of_files(multirun: Path) -> None:
-    results = compare.load_results([multirun])
+    results = load_results([multirun])
     assert len(results) == len(sweep_results())
-    rows = compare.comparison_table(results)
+    rows = comparison_table(results)
     expected = reference_rows(multirun)
     assert {(r["label"], r["beta"]) for r in rows} == set(expected)
     for row in rows:
@@ -142,7 +145,7 @@ def test_table_equals_plain_aggregation_of_files(multirun: Path) -> None:
         assert row["kl/mean"] == pytest.approx(statistics.fmean(kls))
         half = T_975_DF1 * statistics.stdev(kls) / math.sqrt(2)  # not clipped: KL is not a rate
         assert (row["kl/ci_low"], row["kl/ci_high"]) == pytest.approx((row["kl/mean"] - half, row["kl/mean"] + half))
-    at_90 = compare.comparison_table(results, level=0.9)  # another level: t(0.95, 1) = 6.3138
+    at_90 = comparison_table(results, level=0.9)  # another level: t(0.95, 1) = 6.3138
     row = next(r for r in at_90 if 0 < r["min_win_rate/std"] < 0.05)  # an interval inside [0, 1]
     half = 6.313751514675 * row["min_win_rate/std"] / math.sqrt(2)
     assert row["min_win_rate/ci_high"] == pytest.approx(row["min_win_rate/mean"] + half, rel=1e-9)
@@ -152,15 +155,15 @@ def test_rows_in_a_fixed_order_families_then_weights(multirun: Path) -> None:
     """Reference, singles, mpo, reward_soups, morlhf, maxmin_rlhf, ...; within a family weights in objective
     order (a single counts as all its weight on its objective; rows without weights first): not by win-rate,
     so rows do not move when a number changes."""
-    rows = compare.comparison_table(compare.load_results([multirun]))
+    rows = comparison_table(load_results([multirun]))
     assert [r["label"] for r in rows] == [
         "reference", "single[sentiment]", "single[conciseness]",
         "mpo[w=0.80,0.20]", "mpo[w=0.50,0.50]", "mpo", "mpo[w=0.20,0.80]",  # λ̂ = (0.39, 0.61) among the presets
         "reward_soups", "morlhf", "maxmin_rlhf"]
-    results = compare.load_results([multirun])
+    results = load_results([multirun])
     for r in results:
         r["min_win_rate"] = 1.0 - r["min_win_rate"]
-    assert [r["label"] for r in compare.comparison_table(results)] == [r["label"] for r in rows]
+    assert [r["label"] for r in comparison_table(results)] == [r["label"] for r in rows]
 
 
 def test_single_seed_keeps_ci_and_betas_are_separate_rows(tmp_path: Path, monkeypatch) -> None:
@@ -170,7 +173,7 @@ def test_single_seed_keeps_ci_and_betas_are_separate_rows(tmp_path: Path, monkey
     (run / "results.json").write_text(json.dumps(one))
     other = tmp_path / "elsewhere.json"
     other.write_text(json.dumps(make_result("mpo", "mpo", 0, beta=0.1)))
-    rows = compare.comparison_table(compare.load_results([run, other]))
+    rows = comparison_table(load_results([run, other]))
     assert [r["beta"] for r in rows] == [0.1, 0.5]
     row = rows[1]
     assert row["n"] == 1 and math.isnan(row["win_rate/sentiment/std"])
@@ -180,7 +183,7 @@ def test_single_seed_keeps_ci_and_betas_are_separate_rows(tmp_path: Path, monkey
     assert (row["min_win_rate/ci_low"], row["min_win_rate/ci_high"]) == (one["min_win_rate_ci"]["low"],
                                                                         one["min_win_rate_ci"]["high"])
     assert (row["ci"], row["ci_level"]) == ("prompt-bootstrap", 0.95)
-    table = compare.to_markdown(rows)
+    table = to_markdown(rows)
     ci = one["win_rate"]["sentiment"]
     assert f"{ci['mean']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]" in table
     low, high = one["min_win_rate_ci"]["low"], one["min_win_rate_ci"]["high"]
@@ -197,7 +200,7 @@ def test_duplicate_seed_counts_once_with_a_warning(multirun: Path, tmp_path: Pat
     copy = tmp_path / "rerun.json"
     copy.write_text((multirun / "0" / "results.json").read_text())
     with pytest.warns(UserWarning, match="seed=0"):
-        rows = compare.comparison_table(compare.load_results([multirun, copy]))
+        rows = comparison_table(load_results([multirun, copy]))
     assert next(r for r in rows if r["method"] == "reference")["n"] == 2
 
 
@@ -207,9 +210,9 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_csv_round_trips(multirun: Path, tmp_path: Path) -> None:
-    results = compare.load_results([multirun])
-    rows = compare.comparison_table(results)
-    written = compare.write_outputs(rows, results, tmp_path / "out")
+    results = load_results([multirun])
+    rows = comparison_table(results)
+    written = write_outputs(rows, results, tmp_path / "out")
     back = read_csv(written["csv"])
     assert len(back) == len(rows)
     for row, line in zip(rows, back):
@@ -219,7 +222,7 @@ def test_csv_round_trips(multirun: Path, tmp_path: Path) -> None:
                 assert (line[key] == "" and math.isnan(value)) or float(line[key]) == value, key
             else:
                 assert line[key] == str(value), key
-    assert written["markdown"].read_text() == compare.to_markdown(rows)
+    assert written["markdown"].read_text() == to_markdown(rows)
 
 
 def assert_png_with_content(path: Path) -> None:
@@ -262,8 +265,8 @@ def test_three_objectives_have_a_reward_front_per_pair(tmp_path: Path) -> None:
 
 
 def test_preset_front_is_the_mpo_preset_sweep_in_weight_order(multirun: Path) -> None:
-    rows = compare.comparison_table(compare.load_results([multirun]))
-    (key, front), = compare.preset_fronts(rows).items()
+    rows = comparison_table(load_results([multirun]))
+    (key, front), = preset_fronts(rows).items()
     assert key == ("reviews", "tiny", 0.1)
     assert [r["label"] for r in front] == [f"mpo[w={a:.2f},{b:.2f}]" for a, b in PRESETS]
     assert [r["weights/sentiment"] for r in front] == [a for a, _ in PRESETS]
@@ -273,9 +276,9 @@ def test_nothing_found_names_the_paths(tmp_path: Path, capsys) -> None:
     empty = tmp_path / "outputs" / "multirun" / "empty"
     empty.mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no results.json found under: .*empty"):
-        compare.load_results([empty])
+        load_results([empty])
     with pytest.raises(FileNotFoundError, match="missing-dir"):
-        compare.load_results([tmp_path / "missing-dir"])
+        load_results([tmp_path / "missing-dir"])
     with pytest.raises(SystemExit) as exit_info:
         compare.main([str(empty)])
     assert exit_info.value.code == 2 and str(empty) in capsys.readouterr().err
@@ -331,21 +334,21 @@ def test_malformed_file_names_file_and_key(multirun: Path, breakage, key: str) -
     breakage(result)
     bad.write_text(json.dumps(result))
     with pytest.raises(ValueError, match=rf"3/results.json: missing key '{key}'"):
-        compare.load_results([multirun])
+        load_results([multirun])
 
 
 def test_invalid_json_and_wrong_types_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "results.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="results.json: not valid JSON"):
-        compare.load_results([tmp_path])
+        load_results([tmp_path])
     bad.write_text(json.dumps(dict(make_result("mpo", "mpo", 0), min_win_rate="high")))
     with pytest.raises(ValueError, match="results.json: key 'min_win_rate' should be a number"):
-        compare.load_results([bad])
+        load_results([bad])
 
 
 def test_wandb_summary_maps_to_the_results_schema() -> None:
-    """Keys as mpo.tracking logs them (eval/win_rate/<obj>_ci_low, cost/total_seconds, flat summary)."""
+    """Keys as mpo.infra.tracking logs them (eval/win_rate/<obj>_ci_low, cost/total_seconds, flat summary)."""
     summary = {"eval/win_rate/sentiment": 0.6, "eval/win_rate/sentiment_ci_low": 0.55,
                "eval/win_rate/sentiment_ci_high": 0.65, "eval/win_rate/conciseness": 0.52,
                "eval/min_win_rate": 0.52, "eval/min_win_rate_ci_low": 0.47, "eval/min_win_rate_ci_high": 0.58,
@@ -354,8 +357,8 @@ def test_wandb_summary_maps_to_the_results_schema() -> None:
                "label": "mpo", "seed": 1, "min_win_rate_objective": "conciseness", "_step": 3}
     config = {"method": {"name": "mpo", "weights": None}, "task": {"name": "reviews", "beta": 0.1},
               "policy": {"name": "tiny"}, "seed": 1}
-    raw = compare.result_from_wandb(summary, config, run_path="e/p/abc", job_type="mpo")
-    result = compare.validate_result(raw, "wandb:e/p/abc")
+    raw = result_from_wandb(summary, config, run_path="e/p/abc", job_type="mpo")
+    result = validate_result(raw, "wandb:e/p/abc")
     assert result["objectives"] == ["sentiment", "conciseness"]
     assert (result["method"], result["label"], result["task"], result["beta"]) == ("mpo", "mpo", "reviews", 0.1)
     assert result["win_rate"]["sentiment"] == {"mean": 0.6, "ci_low": 0.55, "ci_high": 0.65}
@@ -363,12 +366,12 @@ def test_wandb_summary_maps_to_the_results_schema() -> None:
     assert result["reward"] == {"sentiment": 0.3, "conciseness": -0.7}
     assert result["weights"] == {"sentiment": 0.4, "conciseness": 0.6}
     assert result["weights_source"] == "bsmd" and result["wandb"] == "e/p/abc"
-    row, = compare.comparison_table([result])
+    row, = comparison_table([result])
     assert row["min_win_rate/mean"] == 0.52 and row["cost_seconds/mean"] == 40.0
     assert (row["min_win_rate/ci_low"], row["min_win_rate/ci_high"]) == (0.47, 0.58)
     assert row["min_win_rate_objective"] == "conciseness" and row["weights/conciseness"] == 0.6
     preset = dict(config, method={"name": "mpo", "weights": [0.3, 0.7]})
-    assert compare.result_from_wandb(summary, preset, run_path="e/p/x")["weights_source"] == "preset"
+    assert result_from_wandb(summary, preset, run_path="e/p/x")["weights_source"] == "preset"
 
 
 def test_wandb_without_a_server_fails_fast_and_clearly(monkeypatch) -> None:
@@ -377,14 +380,14 @@ def test_wandb_without_a_server_fails_fast_and_clearly(monkeypatch) -> None:
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="could not read W&B project 'someone/nothing'"):
-        compare.load_wandb_runs("someone/nothing", timeout=1)
+        load_wandb_runs("someone/nothing", timeout=1)
     assert time.monotonic() - start < 30
 
 
 def test_mpo_rows_differing_in_decoding_or_estimator_get_their_own_labels():
     """compare keeps one result per (label, β, seed): runs that differ only in decoding, solver or proposal
     must not share a label, or one would silently replace the other."""
-    from mpo.config import EstimatorConfig, MPOMethod
+    from mpo.config.schema import EstimatorConfig, MPOMethod
     from mpo.methods import mpo_label
 
     variants = {
@@ -420,7 +423,7 @@ def test_baseline_differences_match_a_plain_paired_bootstrap(multirun: Path, tmp
     assert written["paired_markdown"] == tmp_path / "out" / "paired_vs_maxmin_rlhf.md"
     assert written["paired_markdown"].read_text() in out  # printed after the comparison table
     lines = read_csv(written["paired_csv"])
-    table = compare.comparison_table(compare.load_results([multirun]))
+    table = comparison_table(load_results([multirun]))
     assert [r["label"] for r in lines] == [r["label"] for r in table if r["label"] != "maxmin_rlhf"]
     files = {(r["label"], r["seed"]): r for r in (json.loads(f.read_text()) for f in multirun.glob("*/results.json"))}
     names = ["min_win_rate", *(f"win_rate/{o}" for o in OBJECTIVES)]
@@ -517,9 +520,9 @@ def test_old_results_without_per_prompt_data(multirun: Path, tmp_path: Path, cap
     result = json.loads(file.read_text())
     del result["per_prompt"], result["min_win_rate_ci"]
     file.write_text(json.dumps(result))
-    rows = compare.comparison_table(compare.load_results([file]))  # the table still reads it
+    rows = comparison_table(load_results([file]))  # the table still reads it
     assert math.isnan(rows[0]["min_win_rate/ci_low"])
-    assert f"| {result['min_win_rate']:.3f} |" in compare.to_markdown(rows)  # the mean alone, no CI
+    assert f"| {result['min_win_rate']:.3f} |" in to_markdown(rows)  # the mean alone, no CI
     error = refusal([multirun], capsys, "--baseline", "maxmin_rlhf", "--out", str(tmp_path / "out"))
     assert f"{file}: no per-prompt win-rates (key 'per_prompt'), which --baseline needs: re-run its evaluation" in error
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from mpo.config import ConfigError, MPOMethod, load_config
+from mpo.config.load import load_config
+from mpo.config.schema import ConfigError, MPOMethod
 from tests.conftest import CONF_DIR
 
 GROUPS = {g: sorted(p.stem for p in (Path(CONF_DIR) / g).glob("*.yaml") if not p.stem.startswith("_"))

@@ -1,9 +1,9 @@
-"""The console a researcher reads (mpo.console): off a terminal, bars write nothing and a build is one line;
+"""The console a researcher reads (mpo.infra.console): off a terminal, bars write nothing and a build is one line;
 a finished multirun job is one line. The whole of a piped multirun's console: tests/test_sweeps.py."""
 
 from __future__ import annotations
 
-from mpo import console
+from mpo.infra import console
 
 
 def test_off_a_terminal_bars_are_silent_and_a_build_is_one_line(capsys) -> None:

@@ -1,4 +1,4 @@
-"""Per-worker GPU claims of a parallel sweep (mpo.devices), exercised without GPUs: the claim is a file lock."""
+"""Per-worker GPU claims of a parallel sweep (mpo.infra.devices), exercised without GPUs: the claim is a file lock."""
 
 import subprocess
 import sys
@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from mpo.devices import assign_gpu, claim_gpu
+from mpo.infra.devices import assign_gpu, claim_gpu
 
-CLAIM = "import sys, time; from mpo.devices import claim_gpu; print(claim_gpu(sys.argv[1], 2, 5), flush=True); time.sleep(30)"
+CLAIM = "import sys, time; from mpo.infra.devices import claim_gpu; print(claim_gpu(sys.argv[1], 2, 5), flush=True); time.sleep(30)"
 
 
 def test_workers_claim_distinct_gpus_then_share_round_robin(tmp_path):

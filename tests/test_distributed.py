@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mpo.wandb_offline import find_offline_runs, read_offline_run
+from mpo.infra.wandb_offline import find_offline_runs, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("mpo", "morlhf")  # MPO (DPO singles, the mixture) and an RL baseline (reward models, RLOO)
@@ -108,7 +108,7 @@ def test_a_dead_rank_stops_the_other_with_one_line(tmp_path):
     rank0 = subprocess.Popen([sys.executable, "-m", "mpo.run", *overrides], cwd=REPO, text=True,
                              env=_env(**ranks, RANK="0", LOCAL_RANK="0"), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
-    dies = "import os, mpo.distributed as d; d.init(60); os._exit(9)"  # a rank killed after it joined
+    dies = "import os, mpo.infra.distributed as d; d.init(60); os._exit(9)"  # a rank killed after it joined
     subprocess.run([sys.executable, "-c", dies], cwd=REPO, env=_env(**ranks, RANK="1", LOCAL_RANK="1"), timeout=120)
     _, stderr = rank0.communicate(timeout=300)
     assert time.monotonic() - start < 200

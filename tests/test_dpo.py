@@ -71,7 +71,7 @@ def test_dpo_raises_chosen_over_rejected_relative_to_reference(dpo_run):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert metrics["eval/reward_accuracy"] > 0.5 and metrics["eval/reward_margin"] > 0
     assert metrics["train/loss"] < 0.69  # below log 2, the loss of an untrained policy
-    # a pair is two sequences: the budget's unit (mpo.budget)
+    # a pair is two sequences: the budget's unit (mpo.config.budget)
     assert metrics["trained_sequences"] == 2 * DPO_ARGS["max_steps"] * DPO_ARGS["per_device_train_batch_size"]
 
 
@@ -123,7 +123,7 @@ def with_token_ids(pairs, tokenizer, truncate_rejected: bool):
 def test_pairs_with_token_ids_train_on_exactly_those_ids(dpo_run, tmp_path):
     """DPO takes the sampled ids as they are (a truncated response keeps no EOS): TRL's prepared dataset is the
     ids, and the held-out implicit reward is measured on the same ids."""
-    from mpo.policies import logprobs_of_ids
+    from mpo.models.policies import logprobs_of_ids
     from mpo.training.dpo import TokenIdDPOTrainer
 
     root, _, _ = dpo_run

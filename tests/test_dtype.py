@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from mpo.config import ConfigError, load_config
+from mpo.config.load import load_config
+from mpo.config.schema import ConfigError
 from mpo.training.dpo import train_dpo
 from test_reward_model import build_tiny_lm, preference_pairs
 from tests.conftest import compose

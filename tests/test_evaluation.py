@@ -5,19 +5,10 @@ import random
 import pytest
 import torch
 
-from mpo.evaluation import (
-    Samples,
-    bootstrap_ci,
-    compare,
-    evaluate,
-    kl_to_reference,
-    min_bootstrap_ci,
-    pairwise_win_rates,
-    prompts_fingerprint,
-    sample,
-    win_indicators,
-)
-from mpo.policies import Decoding
+from mpo.models.policies import Decoding
+from mpo.models.sampling import Samples, sample
+from mpo.stages.evaluation import (bootstrap_ci, compare, evaluate, kl_to_reference, min_bootstrap_ci,
+    pairwise_win_rates, prompts_fingerprint, win_indicators)
 
 
 def plain_per_prompt(a: list[list[float]], b: list[list[float]]) -> list[float]:
@@ -172,14 +163,14 @@ def test_better_policy_wins_and_self_is_half():
 
 def test_scorer_with_wrong_length_is_an_error():
     s = Samples(["a", "b"], 1, ["x", "y"])
-    from mpo.evaluation import score_all
+    from mpo.stages.evaluation import score_all
 
     with pytest.raises(ValueError, match="returned 1 scores for 2"):
         score_all({"bad": lambda p, r: [0.0]}, s)
 
 
 def test_objective_correlations_against_plain_pearson():
-    from mpo.evaluation import objective_correlations
+    from mpo.stages.evaluation import objective_correlations
 
     a = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
     b = -2 * a + 1

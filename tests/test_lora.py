@@ -1,4 +1,4 @@
-"""LoRA policies (`mpo.adapters`, ``policy.lora``) on a tiny local GPT-2: the K-adapter mixture on one base
+"""LoRA policies (`mpo.models.adapters`, ``policy.lora``) on a tiny local GPT-2: the K-adapter mixture on one base
 against K merged full copies, a DPO stage that trains an adapter, Reward Soups over adapters against the
 interpolation of the merged weights, one-line config errors, and a smoke run end to end."""
 
@@ -14,12 +14,13 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from mpo.adapters import AdapterComponent, AdapterStack, adapter_base, interpolate_adapters, is_adapter, load_merged
-from mpo.adapters import peft_config, point_at_base
-from mpo.config import load_config
-from mpo.errors import ConfigError
-from mpo.mixing import LogLinearMixture
-from mpo.policies import load_causal_lm, load_tokenizer
+from mpo.config.load import load_config
+from mpo.infra.errors import ConfigError
+from mpo.models.adapters import (AdapterComponent, AdapterStack, adapter_base, interpolate_adapters, is_adapter,
+    load_merged)
+from mpo.models.adapters import peft_config, point_at_base
+from mpo.models.mixing import LogLinearMixture
+from mpo.models.policies import load_causal_lm, load_tokenizer
 from test_reward_model import build_tiny_lm, preference_pairs
 
 LORA = SimpleNamespace(r=4, alpha=8.0, dropout=0.0, target_modules=["c_attn", "c_proj"])
@@ -169,11 +170,13 @@ def test_lora_is_off_by_default_and_in_the_hub_presets(tmp_path):
 def test_smoke_mpo_and_reward_soups_run_on_adapters_of_one_base(tmp_path):
     """`+policy/lora=gpt2` end to end on the smoke config: the singles are adapters on the SFT reference (their
     specs carry the LoRA config), MPO mixes them on one base, Reward Soups interpolates them as an adapter."""
-    from mpo.artifacts import ArtifactStore
     from mpo.baselines import reward_soups
     from mpo.methods import mpo
-    from mpo.pipeline import RunContext, model_path, reference_policy, single_policy
-    from mpo.policies import Decoding
+    from mpo.models.policies import Decoding
+    from mpo.stages.context import RunContext, model_path
+    from mpo.stages.pipeline import reference_policy
+    from mpo.stages.singles import single_policy
+    from mpo.store.artifacts import ArtifactStore
 
     def context(*overrides):
         config = load_config(compose(["experiment=smoke", "logger=none", "+policy/lora=gpt2", *overrides], tmp_path))

@@ -10,8 +10,9 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from mpo.mixing import LogLinearMixture, MixturePolicy, response_mask, top_p_filter_
-from mpo.policies import Decoding, HFPolicy
+from mpo.models.decoding import response_mask, top_p_filter_
+from mpo.models.mixing import LogLinearMixture, MixturePolicy
+from mpo.models.policies import Decoding, HFPolicy
 from tests.enumerable import RESPONSE_LEN, VOCAB, all_responses, random_policy, sequence_logprobs
 
 EOS = 0  # the enumerable policies' EOS (= pad) token
@@ -318,7 +319,7 @@ def test_mixture_policy_returns_strings(tmp_path):
 
 
 def test_mixture_policy_densities_for_the_kl(tmp_path):
-    """What `mpo.evaluation.kl_to_reference` reads: token mode's density is the token-level mixture's, exactly;
+    """What `mpo.stages.evaluation.kl_to_reference` reads: token mode's density is the token-level mixture's, exactly;
     sequence mode's is Σ_k λ_k log π_k − log Ẑ, with Ẑ the mean importance weight of the response's own
     candidates (checked against the exact Z on one prompt by enumeration)."""
     tokenizer = word_tokenizer(WORDS)
@@ -364,10 +365,10 @@ def test_mixture_policy_needs_left_padding():
 
 
 def test_bench_runs_end_to_end_on_tiny_sizes(tmp_path, capsys):
-    """Smoke test of `python -m mpo.bench` (timings are reported, never asserted)."""
+    """Smoke test of `python -m mpo.studies.bench` (timings are reported, never asserted)."""
     import json
 
-    from mpo import bench
+    from mpo.studies import bench
 
     out = tmp_path / "bench.json"
     bench.main(["--bsmd-shape", "8", "4", "2", "--bsmd-steps", "5", "--batch", "2", "--prompt-len", "3",

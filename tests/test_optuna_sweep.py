@@ -29,7 +29,7 @@ def test_every_weight_the_study_can_try_composes_and_validates(tmp_path):
 
 
 # `mpo.run` with `mpo.experiment.run` replaced: the config is still composed, recorded and checked by
-# `mpo.config.load_config` as in a real job; the stand-in's "min win-rate" peaks at the weights (0.8, 0.2).
+# `mpo.config.load.load_config` as in a real job; the stand-in's "min win-rate" peaks at the weights (0.8, 0.2).
 STAND_IN = textwrap.dedent("""
     import sys, types
     def run(cfg):

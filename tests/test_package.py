@@ -21,18 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from mpo.config_dirs import SWEEPS_DIR, with_shipped_sweeps
+from mpo.config.dirs import SWEEPS_DIR, with_shipped_sweeps
 
 pytest.importorskip("setuptools", reason="building the wheel without network needs setuptools in this environment")
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "mpo", "conf", "sweeps")
+SOURCES = ("pyproject.toml", "README.md", "mpo", "baselines", "conf", "sweeps")
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 COMPOSE = """
 import json, mpo
 from hydra import compose, initialize_config_dir
-from mpo.config import load_config
-from mpo.config_dirs import CONF_DIR
+from mpo.config.load import load_config
+from mpo.config.dirs import CONF_DIR
 with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
     cfg = compose(config_name="config", overrides=["experiment=smoke", "method=mpo", "paths.root=out",
                                                    "paths.output_dir=out/run"])
@@ -101,6 +101,7 @@ def test_wheel_installs_only_mpo_with_every_module_and_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {name.split("/")[0] for name in names} == {"mpo", f"{wheel.name.split('-py3')[0]}.dist-info"}
     expected = {f"mpo/{p.relative_to(ROOT / 'mpo').as_posix()}" for p in (ROOT / "mpo").rglob("*.py")}
+    expected |= {f"mpo/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / "baselines").rglob("*.py")}
     for folder in ("conf", "sweeps"):
         expected |= {f"mpo/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / folder).rglob("*.yaml")}
     missing = sorted(expected - names)
@@ -122,6 +123,8 @@ def test_installed_package_composes_the_config_from_another_directory(installed)
     printed = sh([str(bin_dir / "mpo-run"), "--cfg", "job", "experiment=smoke", "method=mpo"], cwd=elsewhere).stdout
     assert "name: mpo" in printed and "n_prompts: 12" in printed
 
+    plugin = sh([str(bin_dir / "python"), "-c", "import mpo.baselines.morlhf as m; print(m.__file__)"], cwd=elsewhere)
+    assert plugin.stdout.strip() == f"{site}/mpo/baselines/morlhf.py"  # the top-level baselines/ ships inside mpo
     no_baselines = subprocess.run([str(bin_dir / "python"), "-c", "import baselines"], cwd=elsewhere,
                                   capture_output=True, text=True)
     assert no_baselines.returncode != 0 and "No module named 'baselines'" in no_baselines.stderr

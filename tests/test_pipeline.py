@@ -1,4 +1,4 @@
-"""The shared stages of `mpo.pipeline` on the tiny `experiment=smoke` config: SFT lowers held-out loss,
+"""The shared stages of `mpo.stages.pipeline` on the tiny `experiment=smoke` config: SFT lowers held-out loss,
 preference labels agree with the scorer, artifacts are reused across runs, a hub preset loads from a local
 directory, the proposal tensor matches log-probabilities of the sampled ids recomputed by hand, and a bad data source fails
 clearly without leaving anything half-written in the store.
@@ -20,24 +20,16 @@ from omegaconf import OmegaConf
 from conftest import compose  # the same composer as the `compose_cfg` fixture, for module-scoped contexts
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from mpo.artifact_files import first_mismatch
-from mpo.artifacts import MANIFEST, ArtifactStore
-from mpo.config import Config, load_config
-from mpo.errors import ConfigError, MissingInputError, user_error
-from mpo.evaluation import Samples
-from mpo.pipeline import (
-    RunContext,
-    decoding,
-    label_pairs,
-    load_policy,
-    model_path,
-    preference_pairs,
-    reference_policy,
-    reference_samples,
-    single_policy,
-    task_data,
-)
-from mpo.policies import load_tokenizer
+from mpo.config.load import load_config
+from mpo.config.schema import Config
+from mpo.infra.errors import ConfigError, MissingInputError, user_error
+from mpo.models.policies import load_tokenizer
+from mpo.models.sampling import Samples
+from mpo.stages.context import RunContext, decoding, load_policy, model_path
+from mpo.stages.pipeline import label_pairs, preference_pairs, reference_policy, reference_train_samples, task_data
+from mpo.stages.singles import single_policy
+from mpo.store.artifacts import MANIFEST, ArtifactStore
+from mpo.store.files import first_mismatch
 
 SMOKE = ("experiment=smoke", "logger=none")
 OBJECTIVES = ["sentiment", "conciseness"]
@@ -94,7 +86,7 @@ def test_deterministic_pairs_agree_with_the_scorer(built, objective):
     ctx = context(built.root)
     pairs, artifact = preference_pairs(ctx, objective)
     task = ctx.cfg.task
-    samples, sample_artifact = reference_samples(ctx, built.reference, task.n_pair_prompts, task.responses_per_prompt,
+    samples, sample_artifact = reference_train_samples(ctx, built.reference, task.n_pair_prompts, task.responses_per_prompt,
                                                  "reference_samples")
     assert artifact.manifest["deps"] == [sample_artifact.key]  # the very samples the pairs were labelled from
     scores = ctx.scorers[objective](samples.flat_prompts, samples.responses)
@@ -278,8 +270,8 @@ def by_hand(model, prompt_ids: list[int], completion_ids: list[int]) -> float:
 
 
 def test_proposal_tensor_scores_the_sampled_ids_under_every_model(built):
-    from mpo.config import EstimatorConfig
-    from mpo.estimation import proposal_tensor
+    from mpo.config.schema import EstimatorConfig
+    from mpo.stages.estimation import proposal_tensor
 
     ctx = context(built.root)
     cfg = EstimatorConfig(n_prompts=3, samples_per_prompt=5, reference_share=0.2)
@@ -309,7 +301,7 @@ def test_proposal_tensor_scores_the_sampled_ids_under_every_model(built):
 
 def test_proposal_sampling_uses_the_models_own_density(built):
     """Temperature 1 and no top-p whatever the evaluation decodes with: an importance weight needs it."""
-    from mpo.estimation import proposal_decoding
+    from mpo.stages.estimation import proposal_decoding
 
     ctx = context(built.root, "eval.temperature=0.7", "eval.top_p=0.9")
     dec = proposal_decoding(ctx, 1)
@@ -319,7 +311,7 @@ def test_proposal_sampling_uses_the_models_own_density(built):
 
 # ---------------------------------------------------------------- 6. errors
 def unchecked(cfg) -> Config:
-    """The typed config without `mpo.config_checks` (which would refuse it): what the stages do if a bad value
+    """The typed config without `mpo.config.checks` (which would refuse it): what the stages do if a bad value
     gets past composition."""
     return OmegaConf.to_object(cfg)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mpo import plots
+from mpo.analysis import plots
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "outputs" / "example"
 # the README's comparison (2 objectives, 1 seed), the paper's (2 β × 3 seeds, 18 rows), the ablation (3 objectives)

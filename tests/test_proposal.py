@@ -1,4 +1,4 @@
-"""Defensive multiple importance sampling (mpo/proposal.py) on exact enumerable autoregressive policies:
+"""Defensive multiple importance sampling (mpo/core/proposal.py) on exact enumerable autoregressive policies:
 the balance heuristic against a plain loop, unbiasedness of Ẑ, bounded weights, the diagnostics, and the
 estimator's λ̂ at 5-80 nats from π_ref where the π_ref-only estimator fails."""
 
@@ -9,17 +9,11 @@ import math
 import pytest
 import torch
 
-from mpo import bsmd
-from mpo.enumerable import draw, kl_from_reference, tabular_problem, total_variation
-from mpo.estimator_study import Budget, errors, estimate, exact_weights
-from mpo.proposal import (
-    balance_log_density,
-    effective_sample_size,
-    mixture_estimate,
-    reference_estimate,
-    split_counts,
-    vertex_check,
-)
+from mpo.core import bsmd
+from mpo.core.enumerable import draw, kl_from_reference, tabular_problem, total_variation
+from mpo.core.proposal import (balance_log_density, effective_sample_size, mixture_estimate, reference_estimate,
+    split_counts, vertex_check)
+from mpo.studies.estimator_study import Budget, errors, estimate, exact_weights
 
 
 def test_balance_density_matches_a_plain_loop():

@@ -16,7 +16,7 @@ import yaml
 from conftest import compose
 
 from mpo.experiment import run
-from mpo.wandb_offline import find_offline_runs, read_offline_run
+from mpo.infra.wandb_offline import find_offline_runs, read_offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_Zq9SeCrEtVaLuE"

@@ -1,7 +1,7 @@
 """Every `python -m mpo.run ...` and `python -m mpo.compare ...` command of README.md copy-pastes into bash as
 written: bash leaves its words as they are meant (no unquoted brace, `$`, redirection...); every job an
 `mpo.run` command would launch composes with Hydra's compose API and passes the project's config checks
-(`mpo.config.load_config`), sweeps expanded as Hydra's basic sweeper expands them; `mpo.compare` takes the
+(`mpo.config.load.load_config`), sweeps expanded as Hydra's basic sweeper expands them; `mpo.compare` takes the
 arguments."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Transformer
 
-import mpo.config  # noqa: F401  (registers the schemas)
 from mpo import compare as compare_cli
-from mpo.config import load_config
+from mpo.config.load import load_config
+import mpo.config.schema  # noqa: F401  (registers the schemas)
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "python -m mpo.run"

@@ -14,9 +14,10 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from mpo.artifacts import ArtifactStore
-from mpo.config import load_config
-from mpo.pipeline import RunContext, model_path, reference_policy
+from mpo.config.load import load_config
+from mpo.stages.context import RunContext, model_path
+from mpo.stages.pipeline import reference_policy
+from mpo.store.artifacts import ArtifactStore
 from mpo.training.common import last_checkpoint
 
 

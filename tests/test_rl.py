@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
 
-from mpo.policies import Decoding, HFPolicy
+from mpo.models.policies import Decoding, HFPolicy
 from mpo.training.rl import as_reward_func, train_rl
 
 WORDS = ["<pad>", "<eos>", "good", "bad", "the", "movie", "was", "a", "plot", "and", "very", "not", "film", "it"]
@@ -82,7 +82,7 @@ def test_rl_raises_the_reward_it_optimises(policy, tmp_path, algorithm, steps):
     before, after = sampled_reward(policy), sampled_reward(tmp_path / "rl")
     assert after > before + 0.5, (before, after)
     assert metrics["steps"] == steps
-    assert metrics["trained_sequences"] == steps * 16  # completions seen by the optimizer steps (mpo.budget)
+    assert metrics["trained_sequences"] == steps * 16  # completions seen by the optimizer steps (mpo.config.budget)
     assert metrics["reward_end"] > metrics["reward_start"]
     assert math.isfinite(metrics["kl_final"]) and metrics["kl_max"] > 0
     assert {"eval_reward_initial", "eval_reward_final", "train_seconds"} <= metrics.keys()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mpo.experiment import run
-from mpo.wandb_offline import find_offline_runs, read_offline_run
+from mpo.infra.wandb_offline import find_offline_runs, read_offline_run
 from tests.conftest import compose
 
 REQUIRED = ["method", "label", "task", "seed", "beta", "objectives", "weights", "reward", "reward_delta", "win_rate",
@@ -209,7 +209,7 @@ def test_dead_wandb_connection_loses_nothing(store, monkeypatch):
 
 def test_multi_process_em_is_refused(store, monkeypatch):
     """EM's alternation runs in one process: under torchrun it is refused before any rank starts work."""
-    from mpo.config import ConfigError
+    from mpo.config.schema import ConfigError
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="method.em=true .* launch it without torchrun"):
@@ -217,7 +217,7 @@ def test_multi_process_em_is_refused(store, monkeypatch):
 
 
 def test_bad_config_fails_before_any_model_loads(store):
-    from mpo.config import ConfigError
+    from mpo.config.schema import ConfigError
 
     with pytest.raises(ConfigError, match="sums to"):
         run_method(store, "bad", "method=mpo", "method.weights=[0.7,0.7]", "logger=none")

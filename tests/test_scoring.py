@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpo.artifacts import write_json
-from mpo.config import load_config
-from mpo.errors import ScorerError
-from mpo.pipeline import RunContext
-from mpo.scoring import build_scorer, check_scores
+from mpo.config.load import load_config
+from mpo.infra.errors import ScorerError
+from mpo.scorers.checked import build_scorer, check_scores
+from mpo.stages.context import RunContext
+from mpo.store.artifacts import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "tests.bad_scorers"

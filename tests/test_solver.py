@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from mpo import bsmd
-from mpo.enumerable import tabular_problem
-from mpo.objective import exact_objective
-from mpo.solver import solve_empirical, solve_exact
+from mpo.core import bsmd
+from mpo.core.enumerable import tabular_problem
+from mpo.core.objective import exact_objective
+from mpo.core.solver import solve_empirical, solve_exact
 
 # ------------------------------------------------------------------------------- the plain reference
 

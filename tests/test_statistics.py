@@ -1,4 +1,4 @@
-"""mpo.stats against plain loop implementations and textbook values."""
+"""mpo.core.stats against plain loop implementations and textbook values."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import random
 import pytest
 import torch
 
-from mpo.stats import (
-    Difference,
-    paired_differences,
-    paired_draws,
-    stratified_indices,
-    t_interval,
-    t_quantile,
-)
+from mpo.core.stats import Difference, paired_differences, paired_draws, stratified_indices, t_interval, t_quantile
 
 
 def plain_percentile(values: list[float], q: float) -> float:

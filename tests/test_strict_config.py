@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mpo.config import load_config
-from mpo.errors import ConfigError, DataError, MissingInputError
+from mpo.config.load import load_config
+from mpo.infra.errors import ConfigError, DataError, MissingInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mpo.compare import load_results
-from mpo.wandb_offline import find_offline_runs, read_offline_run
+from mpo.analysis.results import load_results
+from mpo.infra.wandb_offline import find_offline_runs, read_offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["experiment=smoke", "eval.n_prompts=8"]

@@ -52,7 +52,7 @@ def test_one_pairs_file_feeds_train_and_eval_from_disjoint_rows(tmp_path):
 def test_malformed_or_empty_data_files_are_named(tmp_path):
     import pytest
 
-    from mpo.errors import DataError
+    from mpo.infra.errors import DataError
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": broken\n')

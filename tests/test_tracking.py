@@ -1,4 +1,4 @@
-"""`mpo.tracking` against real wandb in offline mode, read back with `mpo.wandb_offline` (no mocks)."""
+"""`mpo.infra.tracking` against real wandb in offline mode, read back with `mpo.infra.wandb_offline` (no mocks)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mpo.masking import mask
-from mpo.tracking import (
-    PER_OBJECTIVE_COLUMNS,
-    RESULTS_ARTIFACT_TYPE,
-    Tracker,
-    TrackingConfig,
-    _thin,
-    sweep_group,
-    resolve_mode,
-    wandb_api_key_configured,
-)
-from mpo.wandb_offline import find_offline_runs, read_offline_run
+from mpo.infra.masking import mask
+from mpo.infra.tracking import (PER_OBJECTIVE_COLUMNS, RESULTS_ARTIFACT_TYPE, Tracker, TrackingConfig, _thin,
+    sweep_group, resolve_mode, wandb_api_key_configured)
+from mpo.infra.wandb_offline import find_offline_runs, read_offline_run
 
 OBJECTIVES = ["sentiment", "conciseness"]
 RUN_CONFIG = {
@@ -250,7 +242,7 @@ def dead_server(monkeypatch, tmp_path):
 def test_dead_connection_gives_a_noop_tracker_and_a_warning(monkeypatch, tmp_path, caplog):
     dead_server(monkeypatch, tmp_path)
     started = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="mpo.tracking"):
+    with caplog.at_level(logging.WARNING, logger="mpo.infra.tracking"):
         tracker = Tracker.start(TrackingConfig(mode="online", init_timeout=3), run_config=RUN_CONFIG,
                                 name="n", job_type="mpo", group=None, run_dir=tmp_path)
         assert not tracker.active and tracker.run_path is None and tracker.run_dir is None
@@ -261,7 +253,7 @@ def test_dead_connection_gives_a_noop_tracker_and_a_warning(monkeypatch, tmp_pat
 
 def test_auto_mode_falls_back_to_offline_when_the_server_is_dead(monkeypatch, tmp_path, caplog):
     dead_server(monkeypatch, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="mpo.tracking"):
+    with caplog.at_level(logging.WARNING, logger="mpo.infra.tracking"):
         tracker = Tracker.start(TrackingConfig(mode=None, init_timeout=3), run_config={"seed": 1},
                                 name="n", job_type="mpo", group="g", run_dir=tmp_path)
     assert tracker.active and tracker.run_dir.name.startswith("offline-run-")
@@ -276,7 +268,7 @@ def test_online_without_a_key_is_a_noop(monkeypatch, tmp_path, caplog):
     monkeypatch.delenv("NETRC", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     started = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="mpo.tracking"):
+    with caplog.at_level(logging.WARNING, logger="mpo.infra.tracking"):
         tracker = Tracker.start(TrackingConfig(mode="online"), run_config={}, name="n", job_type="mpo",
                                 group=None, run_dir=tmp_path)
     assert time.perf_counter() - started < 5

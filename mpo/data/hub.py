@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 
 from mpo.data.local import BUILDERS, file_builder, looks_like_path
-from mpo.errors import DataError, MissingInputError
+from mpo.infra.errors import DataError, MissingInputError
 
 log = logging.getLogger(__name__)
 

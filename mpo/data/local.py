@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from mpo.errors import DataError, MissingInputError
+from mpo.infra.errors import DataError, MissingInputError
 
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".tsv": "csv",
             ".txt": "text", ".arrow": "arrow"}

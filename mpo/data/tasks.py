@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from mpo.data.hub import load_pairs, load_prompts
-from mpo.errors import DataError
+from mpo.infra.errors import DataError
 
 log = logging.getLogger(__name__)
 

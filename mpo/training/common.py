@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mpo.artifacts import CHECKPOINTS
+from mpo.store.artifacts import CHECKPOINTS
 
 
 def trl_kwargs(args: Mapping[str, Any], out_dir: Path, seed: int = 0) -> dict[str, Any]:
@@ -19,7 +19,7 @@ def trl_kwargs(args: Mapping[str, Any], out_dir: Path, seed: int = 0) -> dict[st
     TRL 1.16 defaults to bf16 and gradient checkpointing, which fail on CPU. Results are saved by us
     (``save_model``); checkpoints (every ``save_steps``, when the trainer preset gives it; only the last one
     kept) go to ``<build dir>/_trainer``, where a rerun of a killed build finds them and resumes
-    (`train_from_checkpoint`). W&B logging goes through `mpo.tracking`'s callback, never through ``report_to``
+    (`train_from_checkpoint`). W&B logging goes through `mpo.infra.tracking`'s callback, never through ``report_to``
     (one run per job, no stray runs).
     """
     on_gpu = torch.cuda.is_available()
@@ -43,15 +43,15 @@ def trl_kwargs(args: Mapping[str, Any], out_dir: Path, seed: int = 0) -> dict[st
 
 def model_dtype(trl_args: Mapping[str, Any]) -> str:
     """The dtype a stage's weights load in: its ``model_init_kwargs`` (set from policy.dtype by
-    `mpo.config.apply_dtype`), float32 when it has none."""
+    `mpo.config.load.apply_dtype`), float32 when it has none."""
     return (trl_args.get("model_init_kwargs") or {}).get("dtype", "float32")
 
 
 def train_and_save(trainer, out_dir: Path, stage: str, logged: Sequence[str] = ()) -> dict[str, float]:
     """Train, save model + tokenizer into ``out_dir``, drop TRL's empty output_dir, and return the loss,
-    step count, sequences trained on (``stage``: "dpo" or "reward_model", mpo.budget), runtime and the last
+    step count, sequences trained on (``stage``: "dpo" or "reward_model", mpo.config.budget), runtime and the last
     logged value of each key in ``logged`` (as ``train/<key>``)."""
-    from mpo.budget import trained_sequences
+    from mpo.config.budget import trained_sequences
 
     result = train_from_checkpoint(trainer)
     save_model(trainer, out_dir)  # model + tokenizer (processing_class)
@@ -89,10 +89,10 @@ def train_from_checkpoint(trainer):
     CPU with a fixed seed the result equals an uninterrupted build's (tests/test_resume.py)."""
     from transformers.trainer_callback import PrinterCallback
 
-    from mpo.distributed import broadcast, is_main
+    from mpo.infra.distributed import broadcast, is_main
 
-    trainer.remove_callback(PrinterCallback)  # per-step metric dicts go to W&B (mpo.tracking), not the console
-    # every rank resumes from rank 0's checkpoint (the others build in scratch directories: mpo.artifacts)
+    trainer.remove_callback(PrinterCallback)  # per-step metric dicts go to W&B (mpo.infra.tracking), not the console
+    # every rank resumes from rank 0's checkpoint (the others build in scratch directories: mpo.store.artifacts)
     checkpoint = broadcast(last_checkpoint(trainer.args.output_dir) if is_main() else None, "finding the checkpoint")
     return trainer.train(resume_from_checkpoint=checkpoint)
 

@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from mpo.adapters import peft_config, point_at_base
-from mpo.distributed import is_main, world_size
-from mpo.policies import load_causal_lm, logprobs_of_ids
+from mpo.data.pairs import ID_COLUMNS, has_token_ids, pair_columns
+from mpo.infra.distributed import is_main, world_size
+from mpo.models.adapters import peft_config, point_at_base
+from mpo.models.policies import load_causal_lm, load_tokenizer, logprobs_of_ids
 from mpo.training.common import model_dtype, train_and_save, trl_kwargs
-from mpo.training.reward_model import _pair_columns
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def train_dpo(
 ) -> dict[str, float]:
     """DPO from the policy at ``model_path`` against ``ref_model_path`` (default: that same initial policy).
 
-    Saves model + tokenizer into ``out_dir``; with ``lora`` (`mpo.config.LoRAConfig`) the model is a LoRA
+    Saves model + tokenizer into ``out_dir``; with ``lora`` (`mpo.config.schema.LoRAConfig`) the model is a LoRA
     adapter on ``model_path`` (adapter_config.json + weights, pointing at it), and the reference is that base
     with the adapter disabled (TRL does this when given a ``peft_config`` and no ``ref_model``).
 
@@ -62,7 +62,7 @@ def train_dpo(
         raise ValueError("a LoRA policy's DPO reference is its base (adapter disabled): pass no ref_model_path")
     out_dir = Path(out_dir)
     reference_path = str(ref_model_path or model_path)
-    tokenizer = _tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, padding_side=None)
     args = {"precompute_ref_log_probs": True, **trl_args, "beta": beta}
     if world_size() > 1 and args["precompute_ref_log_probs"]:
         # TRL caches precomputed reference log-probs of an in-memory dataset in a per-process temp dir, which the
@@ -88,14 +88,11 @@ def train_dpo(
     return metrics
 
 
-_ID_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
-
-
 def _dpo_columns(pairs: Dataset) -> Dataset:
     """The sampled token ids when the pairs have them, else the text columns TRL tokenises."""
-    if all(c in pairs.column_names for c in _ID_COLUMNS):
-        return pairs.select_columns(list(_ID_COLUMNS))
-    return _pair_columns(pairs)
+    if has_token_ids(pairs):
+        return pairs.select_columns(list(ID_COLUMNS))
+    return pair_columns(pairs, token_ids=False)
 
 
 class TokenIdDPOTrainer(DPOTrainer):
@@ -106,7 +103,7 @@ class TokenIdDPOTrainer(DPOTrainer):
     """
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        if not all(c in dataset.column_names for c in _ID_COLUMNS):
+        if not has_token_ids(dataset):
             return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         if args.max_length is not None and args.truncation_mode == "keep_start":
             dataset = dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length)
@@ -116,7 +113,7 @@ class TokenIdDPOTrainer(DPOTrainer):
 def evaluate_implicit_reward(policy_path: str | Path, reference_path: str | Path, pairs: Dataset, *,
                              beta: float, batch_size: int = 32) -> dict[str, float]:
     """Held-out accuracy and mean margin of the DPO implicit reward β·(log π − log π_ref) on preference pairs."""
-    tokenizer = _tokenizer(policy_path)
+    tokenizer = load_tokenizer(policy_path, padding_side=None)
     margin = torch.zeros(len(pairs), dtype=torch.float64)
     for path, sign in ((policy_path, 1.0), (reference_path, -1.0)):  # one model in memory at a time
         model = _causal_lm(path)
@@ -128,7 +125,7 @@ def evaluate_implicit_reward(policy_path: str | Path, reference_path: str | Path
 
 def _pair_log_ratio(model, tokenizer, pairs: Dataset, batch_size: int) -> torch.Tensor:
     """log π(chosen|x) − log π(rejected|x), on the sampled ids when the pairs have them (as DPO trained)."""
-    if all(c in pairs.column_names for c in _ID_COLUMNS):
+    if has_token_ids(pairs):
         prompt_ids, pad = list(pairs["prompt_ids"]), tokenizer.pad_token_id
         return (logprobs_of_ids(model, prompt_ids, list(pairs["chosen_ids"]), pad, batch_size)
                 - logprobs_of_ids(model, prompt_ids, list(pairs["rejected_ids"]), pad, batch_size))
@@ -171,13 +168,6 @@ def _prompt_and_full_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, comple
     while shared < min(len(prompt_ids), len(full_ids)) and prompt_ids[shared] == full_ids[shared]:
         shared += 1
     return max(shared, 1), full_ids  # the first token has no prediction; a completion starts at ≥ 1
-
-
-def _tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _causal_lm(path: str | Path, dtype: str = "float32") -> PreTrainedModel:

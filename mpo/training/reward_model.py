@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, TrainerCallback
+from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
 
-from mpo.distributed import is_main
+from mpo.data.pairs import pair_columns
+from mpo.infra.distributed import is_main
+from mpo.models.policies import load_tokenizer
 from mpo.scorers.reward_model import RewardModelScore
 from mpo.training.common import train_and_save, trl_kwargs
 
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 def train_reward_model(
@@ -41,15 +42,13 @@ def train_reward_model(
     margin of the SAVED model (reloaded and scored by plain forward passes, so the artifact itself is checked).
     """
     out_dir = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(backbone_path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(backbone_path, padding_side=None)
     # Passing the path lets TRL build the num_labels=1 model (seeded head init, pad_token_id copied into the
     # config, harmless missing-head/unexpected-lm_head warnings silenced); an RM path reloads its own head.
     trainer = RewardTrainer(
         model=str(backbone_path),
         args=RewardConfig(**trl_kwargs(trl_args, out_dir, seed)),
-        train_dataset=_pair_columns(pairs),
+        train_dataset=pair_columns(pairs, token_ids=False),
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
@@ -74,11 +73,3 @@ def pair_rewards(score: RewardModelScore, pairs: Dataset) -> tuple[torch.Tensor,
     chosen = torch.tensor(score(prompts, list(pairs["chosen"])))
     rejected = torch.tensor(score(prompts, list(pairs["rejected"])))
     return chosen, rejected
-
-
-def _pair_columns(pairs: Dataset) -> Dataset:
-    """Only the preference columns: an extra ``margin`` column would silently change TRL's loss."""
-    missing = [c for c in PAIR_COLUMNS if c not in pairs.column_names]
-    if missing:
-        raise ValueError(f"preference pairs need columns {PAIR_COLUMNS}; missing {missing}")
-    return pairs.select_columns(list(PAIR_COLUMNS))

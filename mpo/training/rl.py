@@ -42,8 +42,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from mpo.distributed import is_main
-from mpo.policies import Decoding, HFPolicy, load_tokenizer
+from mpo.infra.distributed import is_main
+from mpo.models.policies import Decoding, HFPolicy, load_tokenizer
 from mpo.training.common import save_model, train_from_checkpoint, trl_kwargs
 
 Scorer = Callable[[list[str], list[str]], list[float]]
@@ -111,7 +111,7 @@ def _lora_model(policy_path, lora, model_init_kwargs):
     """(model, peft_config) for a LoRA RL stage: a fresh adapter on ``policy_path``, its base the KL reference;
     or, when ``policy_path`` is itself an adapter (Mixed-PO's DPO policy), that adapter trained on, a frozen
     copy of it (TRL's "ref" adapter) the KL reference."""
-    from mpo.adapters import adapter_base, is_adapter, peft_config
+    from mpo.models.adapters import adapter_base, is_adapter, peft_config
 
     if not is_adapter(policy_path):
         return str(policy_path), peft_config(lora, policy_path)
@@ -168,7 +168,7 @@ def _keep_trained_adapter(out_dir: Path, policy_path) -> None:
     """The trained adapter alone, pointing at its base (PEFT also saves TRL's frozen "ref" copy, in ref/)."""
     import shutil
 
-    from mpo.adapters import adapter_base, is_adapter, point_at_base
+    from mpo.models.adapters import adapter_base, is_adapter, point_at_base
 
     shutil.rmtree(out_dir / "ref", ignore_errors=True)
     point_at_base(out_dir, adapter_base(policy_path) if is_adapter(policy_path) else policy_path)
@@ -242,13 +242,13 @@ def train_rl(
 
     ``reward_funcs`` are scorers ``score(prompts, responses) -> list[float]``; ``ref_model_path`` (default:
     the initial policy) is the KL reference. Saves model + tokenizer to ``out_dir``; with ``lora``
-    (`mpo.config.LoRAConfig`) the policy is a LoRA adapter on ``policy_path`` (see `_lora_model`). With
+    (`mpo.config.schema.LoRAConfig`) the policy is a LoRA adapter on ``policy_path`` (see `_lora_model`). With
     ``eval_prompts``, also samples one response per prompt from the initial and the trained policy (same seed
     and length as training) and reports their mean reward (``eval_reward_initial`` / ``eval_reward_final``).
     """
     from datasets import Dataset
 
-    from mpo.budget import trained_sequences
+    from mpo.config.budget import trained_sequences
 
     out_dir = Path(out_dir)
     config = _build_config(algorithm, beta, reward_weights, trl_args, out_dir, seed)

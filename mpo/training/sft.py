@@ -12,8 +12,8 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerFast, TrainerCallback
 
-from mpo.distributed import is_main
-from mpo.policies import load_tokenizer
+from mpo.infra.distributed import is_main
+from mpo.models.policies import load_tokenizer
 from mpo.training.common import model_dtype, save_model, train_from_checkpoint, trl_kwargs
 
 EOS = "<|endoftext|>"

@@ -1,0 +1,5 @@
+"""Configuration: the typed schemas behind every config group, the checks composition cannot make, the
+config folders, TRL's field lists and the training budget.
+
+May import: ``mpo.core`` (the simplex check), ``mpo.infra``, ``mpo.data`` (checks of local data files).
+"""

@@ -1,0 +1,126 @@
+"""Small enumerable autoregressive policies: the exact anchor for MPO's estimators and decoding.
+
+Every policy here is a table of next-token distributions, one per prefix (so the policies do not
+factorise over positions), over responses of fixed length L from a vocabulary of V tokens: all V^L
+responses can be listed, so F, λ*, the sequence-level mixture and the token-level mixture are exact,
+and sampling is exact too. `tabular_problem` builds π_ref and K policies at a chosen KL from π_ref.
+
+Pure tensor code (no models): used by the tests, `mpo.studies.estimator_study` and `mpo.studies.bench`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class TabularProblem:
+    """π_ref (column 0) and π_1..π_K (columns 1..K) for X prompts, as per-prefix log-conditionals.
+
+    ``conditionals[t]`` is [X, V^t, V, 1+K]: log p(y_t = v | x, prefix) for every prefix of length t
+    (prefixes in lexicographic order).
+    """
+
+    conditionals: list[Tensor]
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(X prompts, V vocabulary, L length, K policies)."""
+        first = self.conditionals[0]
+        return first.shape[0], first.shape[2], len(self.conditionals), first.shape[3] - 1
+
+    def joint(self) -> Tensor:
+        """[X, V^L, 1+K] log π(y|x) of every response under every model."""
+        return _joint(self.conditionals)
+
+    def token_mixture_joint(self, weights: Tensor) -> Tensor:
+        """[X, V^L] log-density of the token-level mixture: log_softmax_v(Σ_k λ_k log π_k(v|prefix)) per step."""
+        lam = torch.as_tensor(weights, dtype=torch.float64)
+        mixed = [torch.log_softmax((c[..., 1:] * lam).sum(-1), -1)[..., None] for c in self.conditionals]
+        return _joint(mixed)[..., 0]
+
+    def sequence_mixture_joint(self, weights: Tensor) -> Tensor:
+        """[X, V^L] log π_λ(y|x) ∝ Σ_k λ_k log π_k(y|x): the sequence-level mixture MPO's λ is optimal for."""
+        lam = torch.as_tensor(weights, dtype=torch.float64)
+        return torch.log_softmax((self.joint()[..., 1:] * lam).sum(-1), -1)
+
+
+def _joint(conditionals: list[Tensor]) -> Tensor:
+    n_prompts, columns = conditionals[0].shape[0], conditionals[0].shape[3]
+    logp = torch.zeros(n_prompts, 1, columns, dtype=torch.float64)
+    for cond in conditionals:
+        logp = (logp[:, :, None] + cond).reshape(n_prompts, -1, columns)
+    return logp
+
+
+def tabular_problem(*, prompts: int = 8, vocab: int = 4, length: int = 8, policies: int = 2, kl: float = 20.0,
+                    seed: int = 0, ref_scale: float = 7.0, correlation: float = 0.3,
+                    away: float = 1.5) -> TabularProblem:
+    """π_ref with random per-prefix logits (scale ``ref_scale``) and K policies at mean KL(π_k‖π_ref) = ``kl``.
+
+    π_k's logits are π_ref's plus s_k·δ_k, with δ_k random per prefix, correlated ``correlation`` across k
+    (policies fine-tuned from one base share part of their direction) and pulled ``away`` from π_ref's
+    own preferences (fine-tuning moves mass onto what π_ref finds unlikely: that is what makes KL large
+    and π_ref samples useless). s_k is found by bisection so that the exact KL, averaged over prompts, is
+    ``kl`` nats. The defaults (4^8 = 65,536 responses, π_ref's entropy ≈ 3 nats) reach KL ≈ 100.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(prompts, vocab**t, vocab) for t in range(length)]
+    ref_logits = [ref_scale * torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    shared = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    columns = [[torch.log_softmax(r, -1) for r in ref_logits]]
+    for _ in range(policies):
+        own = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+        direction = [math.sqrt(correlation) * c + math.sqrt(1 - correlation) * o - away * r / ref_scale
+                     for c, o, r in zip(shared, own, ref_logits)]
+        scale = _scale_for_kl(ref_logits, direction, kl)
+        columns.append([torch.log_softmax(r + scale * d, -1) for r, d in zip(ref_logits, direction)])
+    conditionals = [torch.stack([col[t] for col in columns], -1) for t in range(length)]
+    return TabularProblem(conditionals)
+
+
+def _kl(ref_logits: list[Tensor], direction: list[Tensor], scale: float) -> float:
+    conds = [torch.stack([torch.log_softmax(r, -1), torch.log_softmax(r + scale * d, -1)], -1)
+             for r, d in zip(ref_logits, direction)]
+    joint = _joint(conds)
+    return float((joint[..., 1].exp() * (joint[..., 1] - joint[..., 0])).sum(1).mean())
+
+
+def _scale_for_kl(ref_logits: list[Tensor], direction: list[Tensor], kl: float) -> float:
+    low, high = 0.0, 1.0
+    while _kl(ref_logits, direction, high) < kl:
+        high *= 2.0
+        if high > 1e6:
+            raise ValueError(f"KL {kl} nats is out of reach for this vocabulary and length")
+    for _ in range(45):  # the scale to ~1e-13 of its bracket
+        mid = (low + high) / 2
+        low, high = (mid, high) if _kl(ref_logits, direction, mid) < kl else (low, mid)
+    return (low + high) / 2
+
+
+def kl_from_reference(problem: TabularProblem) -> Tensor:
+    """[K] exact KL(π_k‖π_ref), averaged over prompts."""
+    joint = problem.joint()
+    return (joint[..., 1:].exp() * (joint[..., 1:] - joint[..., :1])).sum(1).mean(0)
+
+
+def draw(log_density: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """[X, n] indices of responses drawn exactly from each prompt's distribution."""
+    return torch.multinomial(log_density.exp(), n, replacement=True, generator=generator)
+
+
+def total_variation(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """[X] total-variation distance between two distributions over the enumerated responses."""
+    return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
+
+
+def win_rate(log_p: Tensor, log_ref: Tensor, reward: Tensor) -> Tensor:
+    """[X] P(r(y) > r(y')) + ½ P(r(y) = r(y')) for y ~ p, y' ~ ref, computed exactly over the table."""
+    p, q = log_p.exp(), log_ref.exp()
+    greater = (reward[:, :, None] > reward[:, None, :]).double()
+    equal = (reward[:, :, None] == reward[:, None, :]).double()
+    return torch.einsum("xa,xb,xab->x", p, q, greater + 0.5 * equal)
