@@ -1,8 +1,8 @@
 """Side-by-side comparison of finished runs: ``python -m mpo.compare PATH... [--out DIR] [--baseline LABEL]``.
 
-Every job writes ``results.json`` in its Hydra output dir (docs/design.md §4). This module gathers them (a run
-dir, a multirun dir, single files, or a W&B project), aggregates seeds into one row per
-(task, policy, label, β) — the rows of the paper's tables — and writes ``comparison.md``,
+Every job writes ``results.json`` in its Hydra output dir (docs/design.md §4). This command gathers them (a run
+dir, a multirun dir, single files, or a W&B project: `mpo.analysis.results`), aggregates seeds into one row per
+(task, policy, label, β) — the rows of the paper's tables, `mpo.analysis.table` — and writes ``comparison.md``,
 ``comparison.csv`` and PNG plots (per-objective win-rates, the reward front of each pair of objectives with the MPO
 preset-weight sweep, cost). Seeds are aggregated as mean and sample standard deviation (ddof=1), and the
 win-rates and min win-rate also get a CI: with several seeds a Student-t interval (df = n − 1) over the
