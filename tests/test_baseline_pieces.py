@@ -184,7 +184,7 @@ def test_soup_mismatches_raise(three_models, tmp_path):
         interpolate([three_models[0], other_vocab], [0.5, 0.5], tmp_path / "y")
     with pytest.raises(ValueError, match="sum to 1"):
         interpolate(three_models[:2], [0.5, 0.6], tmp_path / "z")
-    with pytest.raises(ValueError, match="3 weights for 2 objectives"):
+    with pytest.raises(ValueError, match="3 weights but there are 2 objectives"):
         interpolate(three_models[:2], [0.2, 0.3, 0.5], tmp_path / "w")
 
 
