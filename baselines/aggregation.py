@@ -13,6 +13,7 @@ from mpo.core.simplex import check_simplex
 
 Scorer = Callable[[list[str], list[str]], list[float]]
 
+
 def _scores(scorers: Sequence[Scorer], prompts: list[str], responses: list[str]) -> list[list[float]]:
     """Each scorer once on the whole batch (scoring is batched), as ``[K][batch]`` floats."""
     table = [[float(v) for v in scorer(prompts, responses)] for scorer in scorers]

@@ -8,8 +8,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets
 
 from mpo.config.schema import MaxMinMethod
-from mpo.stages.context import MethodOutput
-from mpo.stages.context import RunContext, load_policy, model_path, config_data
+from mpo.stages.context import MethodOutput, RunContext, config_data, load_policy, model_path
 from mpo.stages.pipeline import preference_pairs, reference_policy
 from mpo.stages.rl import normalised_rewards, objective_reward_models, rl_policy
 from mpo.store.artifacts import Artifact

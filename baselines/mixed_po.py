@@ -120,8 +120,7 @@ def build(ctx, method):
 
     from mpo.baselines.aggregation import WeightedSum
     from mpo.baselines.maxmin_rlhf import pooled_pairs
-    from mpo.stages.context import MethodOutput
-    from mpo.stages.context import load_policy, lora_spec, model_path, config_data
+    from mpo.stages.context import MethodOutput, config_data, load_policy, lora_spec, model_path
     from mpo.stages.pipeline import preference_pairs, reference_policy
     from mpo.stages.rl import normalised_rewards, objective_reward_models, rl_policy, uniform_or
 

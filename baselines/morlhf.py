@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from mpo.config.schema import MORLHFMethod
-from mpo.stages.context import MethodOutput, weights_label
-from mpo.stages.context import RunContext, load_policy
+from mpo.stages.context import MethodOutput, RunContext, load_policy, weights_label
 from mpo.stages.rl import normalised_rewards, objective_reward_models, rl_policy, uniform_or
 
 

@@ -15,14 +15,14 @@ from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from mpo.config.load import load_config
-from mpo.config.schema import Config, ConfigError
+from mpo.config.schema import Config
 from mpo.infra import distributed
-from mpo.infra.costs import Meter, stage_entry
-from mpo.infra.costs import summary as cost_summary
+from mpo.infra.costs import Meter, stage_entry, summary as cost_summary
 from mpo.infra.devices import assign_gpu
+from mpo.infra.errors import ConfigError
 from mpo.infra.hydra_job import job_state, parallel_jobs
 from mpo.models.sampling import Samples
-from mpo.stages.context import RunContext, decoding, load_policy, config_data
+from mpo.stages.context import RunContext, config_data, decoding, load_policy
 from mpo.stages.evaluation import evaluate, objective_correlations, reference_seed, score_all
 from mpo.stages.pipeline import policy_samples, reference_policy, task_data
 from mpo.store.artifacts import ArtifactStore, json_safe, write_json

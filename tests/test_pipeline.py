@@ -26,7 +26,8 @@ from mpo.infra.errors import ConfigError, MissingInputError, user_error
 from mpo.models.policies import load_tokenizer
 from mpo.models.sampling import Samples
 from mpo.stages.context import RunContext, decoding, load_policy, model_path
-from mpo.stages.pipeline import label_pairs, preference_pairs, reference_policy, reference_train_samples, task_data
+from mpo.stages.pipeline import (label_pairs, preference_pairs, reference_policy, reference_train_samples,
+                                 task_data)
 from mpo.stages.singles import single_policy
 from mpo.store.artifacts import MANIFEST, ArtifactStore
 from mpo.store.files import first_mismatch

@@ -21,7 +21,7 @@ _TEXT_COLUMNS = {"task", "policy", "method", "label", "seeds", "weights_source",
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of `mpo.compare.comparison_table` back from its comparison.csv (floats as written, NaN empty)."""
+    """Rows of `mpo.analysis.table.comparison_table` back from its comparison.csv (floats as written, NaN empty)."""
     def value(key: str, text: str):
         if key in _TEXT_COLUMNS:
             return text

@@ -1,7 +1,7 @@
 """The comparison's plots (PNG, on matplotlib's Agg canvas without pyplot, so importing this never changes a
 user's backend): per-objective win-rates, the reward front (every pair of objectives, with the MPO preset-weight
 sweep), min win-rate and rewards against KL, and cost per method. Rows are those of
-`mpo.compare.comparison_table`, in its order.
+`mpo.analysis.table.comparison_table`, in its order.
 
 Made to be read at a glance: a title that says task, β and seeds; legends outside the data; the 0.5 line (a tie
 with the reference) labelled; error bars only where there is a spread to show; and point labels placed where

@@ -74,7 +74,7 @@ def building(name: str) -> Iterator[None]:
 
 
 def announced(name: str, build: Callable[[Path], Any]) -> Callable[[Path], Any]:
-    """``build`` run inside `building`: what `mpo.stages.pipeline.RunContext.build` hands the artifact store."""
+    """``build`` run inside `building`: what `mpo.stages.context.RunContext.build` hands the artifact store."""
     def run(out: Path) -> Any:
         with building(name):
             return build(out)

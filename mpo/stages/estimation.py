@@ -26,7 +26,7 @@ from mpo.infra.console import bar
 from mpo.models.policies import Decoding, Generation, encode_prompts, logprobs_of_ids, right_padded, split_generated
 from mpo.models.sampling import Samples
 from mpo.stages.context import RunContext, decoding, load_components, load_policy
-from mpo.stages.pipeline import reference_policy, policy_samples, task_data
+from mpo.stages.pipeline import policy_samples, reference_policy, task_data
 from mpo.stages.singles import single_policy
 
 log = logging.getLogger(__name__)

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mpo.config.schema import RLConfig
+from mpo.config.schema import SINGLES, RLConfig
 from mpo.data.pairs import pair_columns
 from mpo.stages.context import RunContext, config_data, lora_spec, model_path
 from mpo.stages.pipeline import preference_pairs, reference_policy, reward_model
 from mpo.stages.rl import normalised_rewards, rl_policy
 from mpo.store.artifacts import Artifact
-
-
-SINGLES = ("dpo", "rl")
 
 
 def single_policy(ctx: RunContext, objective: str, by: str = "dpo") -> Artifact:
