@@ -7,13 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import traceback
+import warnings
+from contextlib import contextmanager
+
 import pytest
 import torch
+import transformers
 from conftest import compose
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+import mpo
 from mpo.config.load import load_config
 from mpo.infra.errors import ConfigError
 from mpo.models.adapters import (AdapterComponent, AdapterStack, adapter_base, interpolate_adapters, is_adapter,
@@ -196,3 +202,36 @@ def test_smoke_mpo_and_reward_soups_run_on_adapters_of_one_base(tmp_path):
     assert soups.costs["soup"]["reused"] is False and soups.costs["single_sentiment"]["reused"] is True
     assert len(list(Path(soups.cfg.paths.artifacts, "reward_soup").glob("*/adapter_config.json"))) == 1
     assert len(soup.policy.generate(["The film"], Decoding(max_new_tokens=4))) == 1
+
+
+
+@contextmanager
+def deprecations_called_by_mpo():
+    """Every FutureWarning/DeprecationWarning whose call into transformers (or torch) came from mpo's own code:
+    the innermost frame outside transformers and torch is ours. PEFT's or TRL's own deprecated calls are theirs."""
+    found: list[str] = []
+    libraries = tuple(str(Path(m.__file__).parent) for m in (transformers, torch))
+    mine = str(Path(mpo.__file__).parent)
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (FutureWarning, DeprecationWarning)):
+            caller = next(f for f in reversed(traceback.extract_stack()[:-1])
+                          if not f.filename.startswith(libraries) and "warnings" not in Path(f.filename).name)
+            if caller.filename.startswith(mine):
+                found.append(f"{caller.filename}:{caller.lineno}: {message}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        yield found
+
+
+def test_decoding_on_adapters_and_full_models_calls_no_deprecated_transformers_argument(adapters):
+    """Our forwards pass the KV cache by the argument the installed transformers takes (`cache`, not the
+    `past_key_values` that transformers 5.40 removes): no deprecation warning from mpo's own calls in a decode."""
+    base, paths = adapters
+    batch = prompts(load_tokenizer(base))
+    with deprecations_called_by_mpo() as found:
+        for models in (AdapterStack(paths).components, [load_merged(p) for p in paths]):
+            LogLinearMixture(models, WEIGHTS).generate(**batch, max_new_tokens=4, seed=0, eos_token_id=1)
+    assert found == []

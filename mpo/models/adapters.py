@@ -21,6 +21,8 @@ Pure torch + transformers + peft: no Hydra, TRL or W&B here.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,6 +163,18 @@ def new_caches(models: Sequence[Any]) -> list[DynamicCache]:
     return caches
 
 
+def cache_keyword(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` in current transformers, ``past_key_values`` in the
+    releases before it (which transformers 5.40 removes); read from the model's own signature, not a version."""
+    base = model.stack.model.get_base_model() if isinstance(model, AdapterComponent) else model
+    return _cache_keyword(type(base))
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def component_logits(models: Sequence[Any], caches: Sequence[DynamicCache] | None, input_ids: torch.Tensor,
                      attention_mask: torch.Tensor, position_ids: torch.Tensor, logits_to_keep: int = 1
                      ) -> list[torch.Tensor]:
@@ -175,7 +189,7 @@ def component_logits(models: Sequence[Any], caches: Sequence[DynamicCache] | Non
                       attention_mask=attention_mask.to(device).repeat(copies, 1),
                       position_ids=position_ids.to(device).repeat(copies, 1), logits_to_keep=logits_to_keep)
         if caches is not None:
-            kwargs.update(past_key_values=caches[group[0]], use_cache=True)
+            kwargs.update({cache_keyword(first): caches[group[0]], "use_cache": True})
         if isinstance(first, AdapterComponent):
             names = [models[k].name for k in group for _ in range(batch)]
             logits = first.stack.model(adapter_names=names, **kwargs).logits
