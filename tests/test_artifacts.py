@@ -1,6 +1,7 @@
 import json
 import multiprocessing as mp
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -118,7 +119,7 @@ def test_truncated_or_missing_files_are_detected_and_lookup_says_how_to_fix(tmp_
         ArtifactStore(tmp_path).lookup("stage", {"a": 1})
 
 
-def test_fast_path_trusts_size_and_mtime_and_rehashes_otherwise(tmp_path, monkeypatch):
+def test_fast_path_trusts_an_unchanged_stat_except_for_weights_which_are_always_hashed(tmp_path, monkeypatch):
     import mpo.store.files as files
 
     store = ArtifactStore(tmp_path)
@@ -126,9 +127,26 @@ def test_fast_path_trusts_size_and_mtime_and_rehashes_otherwise(tmp_path, monkey
     hashed = []
     real = files.sha256_file
     monkeypatch.setattr(files, "sha256_file", lambda p: hashed.append(p.name) or real(p))
-    assert ArtifactStore(tmp_path).lookup("stage", {"a": 1}) is not None and hashed == []  # stat only
-    os.utime(artifact.path / "weights.bin", ns=(1, 1))  # copied without -p, say: same content, new mtime
+    # weights: hashed on first use in a process whatever the stat says (a rotten block changes no stat field)
     assert ArtifactStore(tmp_path).lookup("stage", {"a": 1}) is not None and hashed == ["weights.bin"]
+    hashed.clear()
+    config = artifact.path / "sub" / "config.json"
+    os.utime(config, ns=(1, 1))  # copied without -p, say: same content, new mtime
+    assert ArtifactStore(tmp_path).lookup("stage", {"a": 1}) is not None and sorted(hashed) == ["config.json", "weights.bin"]
+
+
+def test_an_edit_that_restores_the_mtime_is_caught_by_the_ctime(tmp_path, caplog):
+    """An editor (or `touch -d`) that keeps size and mtime still changes the status-change time: rehashed."""
+    store = ArtifactStore(tmp_path)
+    artifact = store.get_or_build("stage", {"a": 1}, _two_files)
+    config = artifact.path / "sub" / "config.json"
+    before = config.stat()
+    time.sleep(0.01)
+    config.write_text(config.read_text().replace("1", "2"))  # same size
+    os.utime(config, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert config.stat().st_mtime_ns == before.st_mtime_ns and config.stat().st_size == before.st_size
+    with pytest.raises(ArtifactError, match="config.json was modified"):
+        ArtifactStore(tmp_path).lookup("stage", {"a": 1})
 
 
 def test_keys_cover_the_contents_of_local_inputs(tmp_path):
@@ -190,14 +208,22 @@ def test_abandoned_builds_of_other_keys_do_not_pile_up(tmp_path):
     from mpo.store.artifacts import STALE_AFTER
 
     stage = tmp_path / "stage"
-    old, recent, legacy = stage / ".build-aaaa", stage / ".build-bbbb", stage / ".tmp-cccc-123-456"
-    for d in (old, recent, legacy):
-        (d / "_trainer").mkdir(parents=True)
+    old, recent, legacy, long_build = (stage / ".build-aaaa", stage / ".build-bbbb", stage / ".tmp-cccc-123-456",
+                                       stage / ".build-dddd")
+    for d in (old, recent, legacy, long_build):
+        (d / "_trainer" / "checkpoint-10").mkdir(parents=True)
     long_ago = time.time() - STALE_AFTER - 60
-    for d in (old, legacy):
-        os.utime(d, (long_ago, long_ago))
+    for d in (old, legacy, long_build):
+        for entry in (d / "_trainer" / "checkpoint-10", d / "_trainer", d):
+            os.utime(entry, (long_ago, long_ago))
+    # a build started long ago whose newest checkpoint is an hour old: alive (killed at hour 29 of 30, say)
+    (long_build / "_trainer" / "checkpoint-290").mkdir()
+    an_hour_ago = time.time() - 3600
+    os.utime(long_build / "_trainer" / "checkpoint-290", (an_hour_ago, an_hour_ago))
+    os.utime(long_build, (long_ago, long_ago))
     ArtifactStore(tmp_path).get_or_build("stage", {"a": 1}, lambda out: _writer(out, "x"))
-    assert not old.exists() and not legacy.exists() and recent.exists()  # recent: maybe resumed soon
+    assert not old.exists() and not legacy.exists()
+    assert recent.exists() and long_build.exists()  # maybe resumed soon
 
 
 def _hold_lock(lock_path: str, ready: str, seconds: float) -> None:
@@ -242,3 +268,83 @@ def test_every_torch_load_is_weights_only():
                 safe = any(k.arg == "weights_only" and ast.unparse(k.value) == "True" for k in node.keywords)
                 calls.append((f"{source.relative_to(root)}:{node.lineno}", safe))
     assert calls and [where for where, safe in calls if not safe] == []
+
+
+# ------------------------------------------------------------------ keys that know the code, nothing unfit published
+
+
+def test_editing_a_scorers_code_is_a_new_key(tmp_path, monkeypatch):
+    """A spec naming a `_target_` is keyed by the source of the file defining it: the same config over edited
+    code rebuilds (the pairs a scorer labelled are never reused under its new code)."""
+    module = tmp_path / "code" / "my_scorer_for_keys.py"
+    module.parent.mkdir()
+    module.write_text("def score(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    monkeypatch.syspath_prepend(str(module.parent))
+    store = ArtifactStore(tmp_path / "store")
+    spec = {"scorer": {"_target_": "my_scorer_for_keys.score"}, "seed": 0}
+    first = store.get_or_build("pairs", spec, lambda out: _writer(out, "old"))
+    assert store.get_or_build("pairs", spec, lambda out: _writer(out, "again")).reused
+    assert first.manifest["code"] == {"my_scorer_for_keys.score": first.manifest["code"]["my_scorer_for_keys.score"]}
+    module.write_text("def score(prompts, responses):\n    return [-float(len(r)) for r in responses]\n")
+    rebuilt = store.get_or_build("pairs", spec, lambda out: _writer(out, "new"))
+    assert not rebuilt.reused and rebuilt.path != first.path
+    assert digest("x", {"a": 1}) == digest("x", {"a": 1})  # specs without a target: keys as before
+
+
+def test_a_local_input_edited_with_its_mtime_restored_is_a_new_key(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "a"}\n')
+    store = ArtifactStore(tmp_path / "store")
+    first = store.get_or_build("s", {"source": str(data)}, lambda out: _writer(out, "1"))
+    before = data.stat()
+    data.write_text('{"text": "b"}\n')
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))  # an editor that keeps the mtime
+    again = ArtifactStore(tmp_path / "store").get_or_build("s", {"source": str(data)}, lambda out: _writer(out, "2"))
+    assert not again.reused and again.path != first.path
+
+
+def _safetensors(out: Path, values) -> dict:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.tensor(values, dtype=torch.float32)}, str(out / "model.safetensors"))
+    return {}
+
+
+def test_weights_damaged_in_place_are_rebuilt_with_a_warning_even_with_the_stat_restored(tmp_path, capsys):
+    """Bit rot in a model's safetensors (its header included), size and mtime unchanged: caught when the
+    artifact is first used, rebuilt, said on the console; never loaded."""
+    store = ArtifactStore(tmp_path)
+    first = store.get_or_build("reference", {"a": 1}, lambda out: _safetensors(out, [1.0, 2.0, 3.0]))
+    weights = first.path / "model.safetensors"
+    before = weights.stat()
+    with open(weights, "r+b") as f:
+        f.write(b"\0" * 16)  # the header's length and start
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    calls = []
+    again = ArtifactStore(tmp_path).get_or_build("reference", {"a": 1},
+                                                 lambda out: calls.append(1) or _safetensors(out, [1.0, 2.0, 3.0]))
+    assert calls == [1] and not again.reused
+    assert "failed verification (model.safetensors was modified" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("build, problem", [
+    (lambda out: {}, "no files"),
+    (lambda out: _safetensors(out, [1.0, float("nan"), float("inf")]), "2 non-finite weights of 3 in model.safetensors"),
+    (lambda out: __import__("datasets").Dataset.from_dict({"chosen": [], "rejected": []}).save_to_disk(str(out)),
+     "an empty dataset (0 rows)"),
+])
+def test_an_empty_or_non_finite_build_is_never_published(tmp_path, build, problem):
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(ArtifactError, match=re.escape(problem)):
+        store.get_or_build("stage", {"a": 1}, build)
+    assert store.lookup("stage", {"a": 1}) is None and not list((tmp_path / "stage").glob(".build-*"))
+    fine = store.get_or_build("stage", {"a": 1}, lambda out: _safetensors(out, [0.5]))
+    assert not fine.reused
+
+
+def test_a_dataset_with_rows_is_published(tmp_path):
+    import datasets
+
+    build = lambda out: datasets.Dataset.from_dict({"chosen": ["a"], "rejected": ["b"]}).save_to_disk(str(out))
+    assert not ArtifactStore(tmp_path).get_or_build("pairs", {"a": 1}, build).reused

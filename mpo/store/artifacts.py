@@ -32,6 +32,8 @@ from mpo.infra.costs import Meter
 from mpo.infra.distributed import barrier, broadcast, is_main, rank, world_size
 from mpo.infra.errors import ArtifactError
 from mpo.infra.masking import mask
+from mpo.store.checks import unpublishable
+from mpo.store.code import code_identity
 from mpo.store.files import Fingerprints, file_records, first_mismatch, local_paths
 from mpo.store.lock import KeyLock
 
@@ -70,9 +72,10 @@ def _canonical(obj: Any) -> Any:
 
 def digest(stage: str, spec: Mapping[str, Any], deps: Sequence["Artifact"] = (),
            inputs: Mapping[str, str] | None = None) -> str:
-    """The key of a stage output: its spec, its dependencies' keys, the library versions, and the content
-    fingerprints of the local inputs it reads (so a data file or model directory rewritten in place is a
-    new key, not a stale reuse)."""
+    """The key of a stage output: its spec, its dependencies' keys, the library versions, the source of every
+    ``_target_`` it names (`mpo.store.code`: a scorer's code edited is a new key) and the content fingerprints
+    of the local inputs it reads (so a data file or model directory rewritten in place is a new key, not a
+    stale reuse)."""
     payload = {
         "stage": stage,
         "spec": _canonical(spec),
@@ -81,6 +84,9 @@ def digest(stage: str, spec: Mapping[str, Any], deps: Sequence["Artifact"] = (),
     }
     if inputs:
         payload["inputs"] = dict(sorted(inputs.items()))
+    code = code_identity(spec)
+    if code:  # a spec that names no callable keeps the key it had before code was keyed
+        payload["code"] = code
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -183,6 +189,7 @@ class ArtifactStore:
             return found, None
         if isinstance(found, str):
             log.warning("%s artifact %s failed verification (%s): rebuilding it", stage, path, found)
+            say(f"  warning: the {stage} artifact {path.name} failed verification ({found}): rebuilding it")
         return None, lock
 
     def _get_or_build_ranks(self, stage, spec, build, deps, collective: bool) -> Artifact:
@@ -251,12 +258,13 @@ class ArtifactStore:
         try:
             info = dict(build(work) or {})
             shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)  # for resuming a build, not part of its output
+            refuse_unpublishable(stage, work)
             reading = meter.reading()
             cost = {"wall_seconds": reading["seconds"], "cpu_seconds": reading["cpu_seconds"],
                     "peak_memory_mb": reading["peak_memory_mb"]}
             manifest = {
                 "stage": stage, "digest": path.name, "spec": mask(_canonical(spec)), "deps": [d.key for d in deps],
-                "inputs": inputs, "versions": library_versions(), "cost": cost, "info": _canonical(info),
+                "inputs": inputs, "code": code_identity(spec), "versions": library_versions(), "cost": cost, "info": _canonical(info),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), "pid": os.getpid(),
                 "files": file_records(work),
             }
@@ -285,12 +293,13 @@ class ArtifactStore:
         return work
 
     def _clean_stale(self, stage_dir: Path) -> None:
-        """Delete build directories of other keys that nobody has touched for `STALE_AFTER` seconds and whose
-        builder is gone (their lock is free): a config that is never run again must not leave them behind."""
+        """Delete build directories of other keys that nobody has written to for `STALE_AFTER` seconds (their
+        newest file, a checkpoint of a long build, not the directory's start) and whose builder is gone (their
+        lock is free): a config that is never run again must not leave them behind."""
         now = time.time()
         for entry in stage_dir.glob(".[bt][um][ip]*-*"):  # .build-<digest>, .tmp-<digest>-<pid>-<ns>
             key = entry.name.split("-")[1]
-            if not entry.is_dir() or now - entry.stat().st_mtime < STALE_AFTER:
+            if not entry.is_dir() or now - last_written(entry) < STALE_AFTER:
                 continue
             lock = KeyLock(stage_dir / f"{key}.lock", f"stale build {entry.name}", 0)
             if lock.try_acquire():
@@ -301,17 +310,41 @@ class ArtifactStore:
                     lock.release()
 
 
+def last_written(root: Path) -> float:
+    """The newest modification time of ``root`` or anything under it (seconds since the epoch)."""
+    newest = root.stat().st_mtime
+    for entry in root.rglob("*"):
+        try:
+            newest = max(newest, entry.lstat().st_mtime)
+        except FileNotFoundError:  # removed while we looked
+            continue
+    return newest
+
+
+def refuse_unpublishable(stage: str, work: Path) -> None:
+    """Never publish what no later run should reuse: a build with no files, datasets without a row, or
+    weights that are not all finite (`mpo.store.checks`): the run stops before anything is stored under the
+    key."""
+    problem = unpublishable(work)
+    if problem is not None:
+        raise ArtifactError(f"the {stage} build produced {problem} (nothing was stored under its key)")
+
+
 def _build_alongside(path: Path, build: Callable[[Path], Any]) -> None:
     """A rank other than 0 takes part in a collective build (its TRL trainer's steps) in a scratch directory
-    of its own, removed afterwards: only rank 0's output is published. Checkpoints to resume from are rank 0's
-    (mpo.training.common.train_from_checkpoint)."""
+    of its own, removed afterwards: only rank 0's output is published. Its checkpoints directory is rank 0's
+    (a link): the Trainer writes every rank's RNG state into one shared checkpoint, as it expects, so a resumed
+    build restores each rank's generators and equals the undisturbed one (mpo.training.common.train_from_checkpoint)."""
     scratch = path.parent / f".rank{rank()}-{path.name}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
+    shared = path.parent / f".build-{path.name}" / CHECKPOINTS
+    shared.mkdir(parents=True, exist_ok=True)
+    (scratch / CHECKPOINTS).symlink_to(shared, target_is_directory=True)
     try:
         build(scratch)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # removes the link, not rank 0's checkpoints
 
 
 def _keep_only_checkpoints(work: Path) -> None:

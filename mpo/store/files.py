@@ -1,10 +1,12 @@
 """File-level facts behind the artifact store: checksums recorded when an artifact is published and checked when
 it is reused, and content fingerprints of the local inputs (a data file, a model directory) a stage reads.
 
-Checks take a fast path: a file whose size and modification time are those recorded is taken as unchanged;
-any other file is hashed again (sha256) and compared. So reuse costs a `stat` per file, and a file that was
-written to, truncated or replaced is caught (a write changes the mtime; only a deliberate reset of it
-evades the fast path).
+Checks take a fast path: a file whose size, modification time, status-change time and inode are all those
+recorded is taken as unchanged; any other file is hashed again (sha256) and compared. A write changes the
+mtime, a reset of the mtime (an editor that keeps it, ``touch -d``, a restore) changes the ctime, a replaced
+file has a new inode: each is hashed. What no `stat` shows, a block rotting on disk, is caught for the files
+that matter most by hashing them whenever they are first used in a process: model weights
+(`ALWAYS_HASHED`), read in full by the load that follows anyway.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 CHUNK = 1 << 20
+# weights are hashed on every first use (a process loads them in full anyway); other files take the fast path
+ALWAYS_HASHED = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def sha256_file(path: Path) -> str:
@@ -33,14 +37,21 @@ def _files(root: Path, skip: tuple[str, ...] = ()) -> Iterator[Path]:
             yield path
 
 
+def stat_record(stat: os.stat_result) -> dict[str, int]:
+    """What the fast path compares: a file with all four unchanged has not been written, reset or replaced."""
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
+
+
+def unchanged(stat: os.stat_result, record: Mapping[str, Any]) -> bool:
+    """True when every fast-path field is recorded and equal (a record from an older mpo lacks some: hash)."""
+    return all(record.get(name) == value for name, value in stat_record(stat).items())
+
+
 def file_records(root: Path, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
-    """``{relative path: {size, mtime_ns, sha256}}`` for every file under ``root`` (minus ``skip``)."""
-    records = {}
-    for path in _files(root, skip):
-        stat = path.stat()
-        records[path.relative_to(root).as_posix()] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                                      "sha256": sha256_file(path)}
-    return records
+    """``{relative path: {size, mtime_ns, ctime_ns, inode, sha256}}`` for every file under ``root`` (minus
+    ``skip``)."""
+    return {path.relative_to(root).as_posix(): {**stat_record(path.stat()), "sha256": sha256_file(path)}
+            for path in _files(root, skip)}
 
 
 def first_mismatch(root: Path, records: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -53,16 +64,16 @@ def first_mismatch(root: Path, records: Mapping[str, Mapping[str, Any]]) -> str 
             return f"{name} is missing"
         if stat.st_size != record["size"]:
             return f"{name} has {stat.st_size} bytes, {record['size']} were recorded"
-        if stat.st_mtime_ns == record["mtime_ns"]:
-            continue  # fast path: same size and mtime
+        if unchanged(stat, record) and not name.endswith(ALWAYS_HASHED):
+            continue  # fast path
         if sha256_file(path) != record["sha256"]:
             return f"{name} was modified (its checksum differs from the one recorded)"
     return None
 
 
 class Fingerprints:
-    """Content fingerprints of local paths, remembered by (size, mtime) in ``cache_file`` so that a model
-    directory of gigabytes is hashed once, not on every run."""
+    """Content fingerprints of local paths, remembered by (size, mtime, ctime, inode) in ``cache_file`` so that
+    a model directory of gigabytes is hashed once, not on every run."""
 
     def __init__(self, cache_file: Path):
         self.cache_file = cache_file
@@ -83,9 +94,9 @@ class Fingerprints:
         cache = self._load()
         stat = path.stat()
         key, known = str(path), cache.get(str(path))
-        if known and known["size"] == stat.st_size and known["mtime_ns"] == stat.st_mtime_ns:
+        if known and unchanged(stat, known):
             return known["sha256"]
-        cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
+        cache[key] = {**stat_record(stat), "sha256": sha256_file(path)}
         self._dirty = True
         return cache[key]["sha256"]
 

@@ -56,7 +56,7 @@ def train_and_save(trainer, out_dir: Path, stage: str, logged: Sequence[str] = (
     result = train_from_checkpoint(trainer)
     save_model(trainer, out_dir)  # model + tokenizer (processing_class)
     trainer_dir = Path(trainer.args.output_dir)
-    if trainer_dir.is_dir() and not any(trainer_dir.iterdir()):
+    if trainer_dir.is_dir() and not trainer_dir.is_symlink() and not any(trainer_dir.iterdir()):
         trainer_dir.rmdir()  # TRL creates it even with save_strategy="no"
     metrics = {"train/loss": float(result.training_loss), "train/steps": float(result.global_step),
                "train/runtime_seconds": float(result.metrics.get("train_runtime", 0.0)),
@@ -89,12 +89,15 @@ def train_from_checkpoint(trainer):
     CPU with a fixed seed the result equals an uninterrupted build's (tests/test_resume.py)."""
     from transformers.trainer_callback import PrinterCallback
 
-    from mpo.infra.distributed import broadcast, is_main
+    from mpo.infra.distributed import barrier, broadcast, is_main, world_size
 
     trainer.remove_callback(PrinterCallback)  # per-step metric dicts go to W&B (mpo.infra.tracking), not the console
-    # every rank resumes from rank 0's checkpoint (the others build in scratch directories: mpo.store.artifacts)
+    # every rank resumes from rank 0's checkpoint, which holds every rank's RNG state (mpo.store.artifacts)
     checkpoint = broadcast(last_checkpoint(trainer.args.output_dir) if is_main() else None, "finding the checkpoint")
-    return trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if world_size() > 1:  # no rank still writes its RNG state into the checkpoints rank 0 is about to remove
+        barrier("finishing training")
+    return result
 
 
 def save_model(trainer, out_dir: str | Path) -> None:
