@@ -25,7 +25,7 @@ from mpo.models.sampling import Samples
 from mpo.stages.context import RunContext, config_data, decoding, load_policy
 from mpo.stages.evaluation import evaluate, objective_correlations, reference_seed, score_all
 from mpo.stages.pipeline import policy_samples, reference_policy, task_data
-from mpo.store.artifacts import ArtifactStore, json_safe, write_json
+from mpo.store.artifacts import ArtifactStore, json_safe, write_results
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["reference_correlation"] = objective_correlations(reference_scores)
         results["cost"]["run"] = {"seconds": time.perf_counter() - wall0}
         results = json_safe(results)  # a NaN (say, the correlation of a constant score) is null, never bare NaN
-        write_json(run_dir / "results.json", results)
+        write_results(results, run_dir / "results.json", config.paths.artifacts)
         log.info("wrote %s: min win-rate %.3f (%s)", run_dir / "results.json", results["min_win_rate"],
                  results["min_win_rate_objective"])
         tracker.log_results(results)

@@ -348,3 +348,28 @@ def test_a_dataset_with_rows_is_published(tmp_path):
 
     build = lambda out: datasets.Dataset.from_dict({"chosen": ["a"], "rejected": ["b"]}).save_to_disk(str(out))
     assert not ArtifactStore(tmp_path).get_or_build("pairs", {"a": 1}, build).reused
+
+
+def test_results_that_cannot_be_written_are_kept_and_the_error_says_where(tmp_path, monkeypatch):
+    """A full disk under the run dir: no empty results.json.tmp, the results kept in the store, one line saying
+    "the disk is full" and where they are."""
+    import errno
+
+    from mpo.store.artifacts import write_results
+
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+    run_dir.mkdir()
+    real = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.parent == run_dir:
+            real(self, "")  # the 0-byte file a full disk leaves
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(ArtifactError, match=r"the disk is full\); the evaluation finished and they are kept in ") as err:
+        write_results({"min_win_rate": 0.5}, run_dir / "results.json", store)
+    kept = Path(str(err.value).split("they are kept in ")[1].split(":")[0])
+    assert kept.parent == store / "unsaved_results" and json.loads(kept.read_text()) == {"min_win_rate": 0.5}
+    assert list(run_dir.iterdir()) == []

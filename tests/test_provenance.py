@@ -68,3 +68,14 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path, one_thread):
     assert first == second
     assert first["reference_correlation"]["sentiment~flat"] is None
     assert results[0]["cost"]["single_sentiment"]["artifact"] == results[1]["cost"]["single_sentiment"]["artifact"]
+
+
+def test_a_scorer_that_ties_every_pair_stops_the_run_and_publishes_nothing(tmp_path, one_thread):
+    """Every sampled pair tied: one clear error naming the objective, and no empty pairs artifact to reuse."""
+    from mpo.infra.errors import DataError
+
+    tied = "+task.objectives.flat={scorer:{_target_:tests.bad_scorers.constant_score}}"
+    with pytest.raises(DataError, match=r"task.objectives.flat: its scorer tied every one of the \d+ sampled pairs"):
+        run(compose(["experiment=smoke", "method=single_2", "logger=none", tied], tmp_path))
+    assert not list((tmp_path / "artifacts").glob("pairs/*/manifest.json")) or all(
+        json.loads(m.read_text())["info"]["pairs"] > 0 for m in (tmp_path / "artifacts").glob("pairs/*/manifest.json"))

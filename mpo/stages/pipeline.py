@@ -18,6 +18,7 @@ from datasets import Dataset, DatasetDict
 from hydra.utils import instantiate
 
 from mpo.data.pairs import pair_columns
+from mpo.infra.errors import DataError
 from mpo.models.policies import Decoding
 from mpo.models.sampling import Samples, sample
 from mpo.stages.context import RunContext, config_data, decoding, load_from_disk, load_policy, model_path
@@ -128,6 +129,11 @@ def preference_pairs(ctx: RunContext, objective: str) -> tuple[Dataset, Artifact
 
     def build(out: Path) -> dict:
         pairs = label_pairs(samples, ctx.scorers[objective], obj.pairs.labeling, obj.pairs.bt_temperature, ctx.cfg.seed)
+        if len(pairs) == 0:
+            raise DataError(f"task.objectives.{objective}: its scorer tied every one of the "
+                            f"{len(samples.prompts) * (samples.n // 2)} sampled pairs (both responses scored the same), "
+                            "so there is no preference to learn: check the scorer, or sample more "
+                            "(task.n_pair_prompts, task.responses_per_prompt)")
         pairs.save_to_disk(str(out / "pairs"))
         return {"pairs": len(pairs), "mean_gap": sum(pairs["gap"]) / max(len(pairs), 1)}
 

@@ -12,6 +12,7 @@ Nothing writes into a published artifact.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -377,8 +379,45 @@ def json_safe(obj: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """``obj`` as JSON, keys in the order they were inserted: results.json keeps the task's objective order
-    (``weights``, ``reward``, ``win_rate``), the order ``method.weights=[...]`` takes them in."""
+    (``weights``, ``reward``, ``win_rate``), the order ``method.weights=[...]`` takes them in. Written to a
+    temporary file and renamed: a failed write (a full disk) leaves the old file, and no empty temporary one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
+
+def write_results(results: Mapping[str, Any], path: Path, store_root: Path) -> Path:
+    """results.json at ``path``, never lost: if it cannot be written there (a full disk, a read-only or
+    removed run dir), a copy goes to the store's ``unsaved_results/`` (or the system's temporary directory)
+    and the error says where it is. Returns ``path``."""
+    try:
+        write_json(path, results)
+        return path
+    except OSError as err:
+        kept = _keep_elsewhere(results, path, [Path(store_root) / "unsaved_results", Path(tempfile.gettempdir())])
+        where = f"they are kept in {kept}" if kept else "no copy could be written anywhere (every disk is full?)"
+        raise ArtifactError(f"could not write {path} ({describe_os_error(err)}); the evaluation finished and "
+                            f"{where}: free space or fix the run dir's permissions, then copy it there") from err
+
+
+def _keep_elsewhere(results: Mapping[str, Any], path: Path, places: Sequence[Path]) -> Path | None:
+    name = f"{path.parent.name}-{os.getpid()}-results.json"
+    for place in places:
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            write_json(place / name, results)
+            return place / name
+        except OSError:
+            continue
+    return None
+
+
+def describe_os_error(err: OSError) -> str:
+    """An OSError as a reader wants it: "disk full" for ENOSPC (whose strerror never says so)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    return err.strerror or str(err)
