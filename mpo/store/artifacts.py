@@ -199,17 +199,20 @@ class ArtifactStore:
         if self._alone:
             raise RuntimeError(f"the {stage} artifact is asked for inside a build only rank 0 runs: the other ranks "
                                "would never answer; ask for it before that build (or make that stage collective)")
-        lock, artifact = None, None
+        lock, artifact, work = None, None, None
         if is_main():
             path, inputs = self._locate(stage, spec, deps)
             artifact, lock = self._claim(stage, path)
+            if artifact is None and collective:  # the checkpoints dir the other ranks link to exists before they do
+                work = self._work_dir(stage, path)
+                (work / CHECKPOINTS).mkdir(exist_ok=True)
         what = f"{stage} artifact"
         path, build_it = broadcast((path, artifact is None) if is_main() else None, f"deciding on the {what}")
         try:
             if build_it and is_main():
                 self._alone = not collective
                 try:
-                    artifact = self._build(stage, spec, build, deps, path, inputs)
+                    artifact = self._build(stage, spec, build, deps, path, inputs, work)
                 finally:
                     self._alone = False
             elif build_it and collective:
@@ -251,10 +254,11 @@ class ArtifactStore:
             self._announced.add(artifact.path)
         return artifact
 
-    def _build(self, stage, spec, build, deps, path: Path, inputs: dict[str, str]) -> Artifact:
+    def _build(self, stage, spec, build, deps, path: Path, inputs: dict[str, str], work: Path | None = None
+               ) -> Artifact:
         if path.exists():  # damaged, or foreign debris: we hold the key's lock, nobody reads it through us
             shutil.rmtree(path)
-        work = self._work_dir(stage, path)
+        work = work or self._work_dir(stage, path)
         log.info("building %s artifact %s", stage, path.name)
         meter = Meter()
         try:
@@ -288,7 +292,7 @@ class ArtifactStore:
         work = path.parent / f".build-{path.name}"
         if work.exists():
             _keep_only_checkpoints(work)
-            if work.exists():
+            if any(work.glob(f"{CHECKPOINTS}/checkpoint-*")):
                 log.info("resuming the interrupted build of %s artifact %s from its checkpoints", stage, path.name)
                 say(f"  resuming the interrupted build of {stage} artifact {path.name} from its checkpoints")
         work.mkdir(parents=True, exist_ok=True)
@@ -340,8 +344,7 @@ def _build_alongside(path: Path, build: Callable[[Path], Any]) -> None:
     scratch = path.parent / f".rank{rank()}-{path.name}"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    shared = path.parent / f".build-{path.name}" / CHECKPOINTS
-    shared.mkdir(parents=True, exist_ok=True)
+    shared = path.parent / f".build-{path.name}" / CHECKPOINTS  # made by rank 0 before it said "build"
     (scratch / CHECKPOINTS).symlink_to(shared, target_is_directory=True)
     try:
         build(scratch)
