@@ -11,6 +11,14 @@ and older files work too; with 2-3 seeds a bootstrap over seeds cannot represent
 the run's own bootstrap CI over prompts. ``min_win_rate`` of a row is the mean of the per-seed minima that
 the files report (the quantity the paper reports per run), not the minimum of mean win-rates.
 
+Only like runs are averaged: the runs of one row must differ in their seed alone. Where they differ in any other
+setting (budget, eval prompts, decoding, any config key but those that cannot change a number: paths, logger,
+launcher, device, threads, timeouts; `mpo.analysis.setups.NOT_SETTINGS`) the command refuses in one line naming
+the row, the keys, each value and its files: compare each setting's runs on their own. It refuses rather than
+splitting such runs into rows, because rows are found by their method's label (``--baseline``, the report) and
+no setting gives a run another label. A results.json that is damaged, lacks a key, or holds a NaN, an Infinity
+or a null where a number is needed is refused by its path; none reaches the table or report.md as "nan".
+
 ``--baseline LABEL`` adds paired differences of every other row against the row labelled LABEL in the same
 (task, policy, β) block: runs paired by seed, evaluated on the same prompts (their ``per_prompt`` fingerprints
 must agree), prompts resampled jointly for both runs and within each seed (`mpo.analysis.paired`);
@@ -28,7 +36,7 @@ from mpo.analysis.paired import paired_markdown, paired_table, write_paired
 from mpo.analysis.report import write_report
 from mpo.analysis.results import RESULTS_FILE, latest_multirun, load_results, load_wandb_runs
 from mpo.analysis.table import comparison_table, table_lines, to_markdown, write_outputs
-from mpo.infra.errors import UserError
+from mpo.infra.errors import UserError, one_line
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -60,7 +68,11 @@ def _default_paths(parser: argparse.ArgumentParser) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpo.compare", epilog=_EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Compare runs side by side from their results.json files.")
+                                     description="Compare runs side by side from their results.json files. "
+                                                 "The runs of one row must differ in their seed alone: runs of one "
+                                                 "label with another budget, eval size, decoding or any other "
+                                                 "setting are refused, naming the keys; so is a damaged results "
+                                                 "file or one holding NaN, by its path.")
     parser.add_argument("paths", nargs="*", help="run dirs, multirun dirs (searched recursively), results.json "
                                                  "files; none: the latest multirun")
     parser.add_argument("--out", help="output dir (default: the first PATH if it is a dir, else the cwd)")
@@ -90,11 +102,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         results = load_results(args.paths) if args.paths else []
         if args.wandb_project:
             results += load_wandb_runs(args.wandb_project, timeout=args.wandb_timeout)
+        rows = comparison_table(results, level=args.level)  # refuses runs of one row that differ beyond the seed
         paired = None if args.baseline is None else paired_table(
             results, args.baseline, resamples=args.resamples, level=args.level, seed=args.bootstrap_seed)
     except (OSError, ValueError, RuntimeError, UserError) as err:
-        parser.error(str(err))
-    rows = comparison_table(results, level=args.level)
+        parser.error(one_line(err))
     table = to_markdown(rows, level=args.level)
     print("\n".join(table_lines(rows)) if args.brief else table)
     first = Path(args.paths[0]) if args.paths else None

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import time
@@ -506,10 +507,12 @@ def test_baseline_refuses_a_missing_label(multirun: Path, tmp_path: Path, capsys
 
 
 def test_baseline_refuses_different_prompts(multirun: Path, tmp_path: Path, capsys) -> None:
-    file = next(f for f in sorted(multirun.glob("*/results.json")) if '"label": "mpo"' in f.read_text())
-    result = json.loads(file.read_text())
-    result["per_prompt"]["prompts_sha256"] = "fedcba9876543210"
-    file.write_text(json.dumps(result))
+    files = [f for f in sorted(multirun.glob("*/results.json")) if '"label": "mpo"' in f.read_text()]
+    for file in files:  # every mpo seed: runs of one row on different prompts are refused before pairing
+        result = json.loads(file.read_text())
+        result["per_prompt"]["prompts_sha256"] = "fedcba9876543210"
+        file.write_text(json.dumps(result))
+    file = files[0]
     error = refusal([multirun], capsys, "--baseline", "maxmin_rlhf", "--out", str(tmp_path / "out"))
     assert f"{file}" in error and "evaluated on different prompts (fingerprints fedcba9876543210 vs " in error
     assert "needs the same eval prompts" in error and not (tmp_path / "out").exists()
@@ -544,3 +547,173 @@ def test_a_sweep_ends_with_its_comparison(multirun: Path, tmp_path: Path, capsys
     empty.mkdir()
     CompareWhenDone().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(empty)}}}))
     assert not (empty / "report.md").exists()
+
+
+# ------------------------------------------------------------------------------------ unlike and bad runs
+def write_run(run_dir: Path, result: dict, config: dict | None = None) -> Path:
+    """A run dir as mpo.run leaves it: results.json and, given ``config``, the composed .hydra/config.yaml."""
+    import yaml
+
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps(dict(result, run_dir=str(run_dir))))
+    if config is not None:
+        (run_dir / ".hydra").mkdir()
+        (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    return run_dir / "results.json"
+
+
+def run_config(seed: int, **eval_settings) -> dict:
+    """The part of a composed config that matters here: the seed, settings compared, settings never compared."""
+    return {"seed": seed, "task": {"name": "reviews", "beta": 0.1}, "trainer": {"budget": {"steps": 60}},
+            "eval": {"n_prompts": N_PROMPTS, "temperature": 1.0, "n_show_samples": 8, **eval_settings},
+            "paths": {"root": "outputs", "output_dir": "${hydra:runtime.output_dir}"},
+            "logger": {"backend": "wandb", "mode": None}, "device": "auto", "threads": 0,
+            "experiment_name": "default"}
+
+
+def test_one_label_with_two_budgets_is_refused_naming_keys_and_paths(tmp_path: Path, capsys) -> None:
+    """The repro: runs of one label trained 96 and 288 sequences per step were averaged into one row."""
+    first = dict(make_result("mpo", "mpo", 0), budget={"steps": 60, "sequences_per_step": 96})
+    second = dict(make_result("mpo", "mpo", 1), budget={"steps": 60, "sequences_per_step": 288})
+    second["per_prompt"] = dict(second["per_prompt"], n_prompts=8)
+    paths = [write_run(tmp_path / "a", first), write_run(tmp_path / "b", second),
+             write_run(tmp_path / "c", make_result("maxmin_rlhf", "maxmin_rlhf", 0))]
+    error = refusal(paths, capsys, "--out", str(tmp_path / "out"))
+    assert error == (
+        "python -m mpo.compare: error: runs labelled 'mpo' (task reviews, policy tiny, β 0.1) differ in more than "
+        "the seed, so they cannot be averaged into one row: "
+        f"trainer.budget.sequences_per_step = 96 in {paths[0]} vs 288 in {paths[1]}; "
+        f"per_prompt.n_prompts = 16 in {paths[0]} vs 8 in {paths[1]}. Compare each setting's runs on their own "
+        "(python -m mpo.compare with the run dirs of one setting), or rerun them with the same settings")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match="sequences_per_step"):  # the library refuses too, not only the CLI
+        comparison_table(load_results(paths))
+
+
+def test_unlike_runs_exit_2_from_the_command_line(tmp_path: Path) -> None:
+    """``python -m mpo.compare`` itself: one line on stderr, exit status 2, from each run's .hydra/config.yaml
+    (decoding there, which results.json does not record itself)."""
+    import subprocess
+    import sys
+
+    a = write_run(tmp_path / "runs" / "a", make_result("mpo", "mpo", 0), run_config(0))
+    b = write_run(tmp_path / "runs" / "b", make_result("mpo", "mpo", 1), run_config(1, temperature=0.7))
+    done = subprocess.run([sys.executable, "-m", "mpo.compare", str(tmp_path / "runs"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"differ in more than the seed, so they cannot be averaged into one row: eval.temperature = 1.0 in {a} " \
+           f"vs 0.7 in {b}. Compare each setting's runs on their own" in last
+    assert "Traceback" not in done.stderr and not done.stdout
+
+
+def test_runs_differing_in_seed_alone_are_one_row(tmp_path: Path) -> None:
+    """Seed, paths, logger, device, threads and the W&B group differ: one row of two seeds. ``method=single_0``
+    and ``method=single method.objective=sentiment`` are one setting (results.json records the method node)."""
+    method = {"_target_": "mpo.methods.single", "name": "single", "objective": "sentiment"}
+    first = dict(make_result("single", "single[sentiment]", 0), method_config=method,
+                 overrides=["method=single_0", "seed=0", "logger=none"])
+    second = dict(make_result("single", "single[sentiment]", 1), method_config=method,
+                  overrides=["method=single", "method.objective=sentiment", "seed=1", "hydra/launcher=joblib"])
+    elsewhere = dict(run_config(1), paths={"root": "/elsewhere"}, logger={"backend": "none"}, device="cuda",
+                     threads=4, experiment_name="other")
+    paths = [write_run(tmp_path / "a", first, run_config(0)), write_run(tmp_path / "b", second, elsewhere),
+             write_run(tmp_path / "c", first), write_run(tmp_path / "d", second)]
+    for files in (paths[:2], paths[2:]):  # from .hydra/config.yaml, and from results.json alone
+        row, = comparison_table(load_results(files))
+        assert (row["n"], row["seeds"]) == (2, "0;1")
+
+
+def test_an_override_one_run_lacks_is_its_default(tmp_path: Path, capsys) -> None:
+    """From results.json alone (no .hydra/config.yaml), a key another run overrode was at its default here."""
+    second = dict(make_result("mpo", "mpo", 1), overrides=["method=mpo", "seed=1", "eval.temperature=0.7"])
+    paths = [write_run(tmp_path / "a", make_result("mpo", "mpo", 0)), write_run(tmp_path / "b", second)]
+    error = refusal(paths, capsys)
+    assert f": eval.temperature = (default) in {paths[0]} vs 0.7 in {paths[1]}. Compare each" in error
+
+
+def test_wandb_runs_of_one_label_with_two_budgets_are_refused() -> None:
+    from mpo.analysis.setups import wandb_setup
+
+    summary = {"eval/win_rate/sentiment": 0.6, "eval/min_win_rate": 0.6, "eval/reward/sentiment": 0.3,
+               "cost/total_seconds": 40.0, "label": "mpo"}
+    results = []
+    for seed, steps in ((0, 60), (1, 120)):
+        config = {"method": {"name": "mpo"}, "task": {"name": "reviews", "beta": 0.1}, "policy": {"name": "tiny"},
+                  "seed": seed, "trainer": {"budget": {"steps": {"value": steps}}}, "logger": {"mode": str(seed)}}
+        raw = dict(result_from_wandb(summary, config, run_path=f"e/p/{seed}"), seed=seed)
+        results.append(validate_result(raw, f"wandb:e/p/{seed}", wandb_setup(config)))
+    with pytest.raises(ValueError, match=r"trainer.budget.steps = 60 in wandb:e/p/0 vs 120 in wandb:e/p/1\. "):
+        comparison_table(results)
+    results[1]["setup"] = results[0]["setup"]
+    assert comparison_table(results)[0]["n"] == 2
+
+
+@pytest.mark.parametrize("text, key, what", [
+    ('"min_win_rate": NaN', "min_win_rate", "NaN"),
+    ('"min_win_rate": Infinity', "min_win_rate", "Infinity"),
+    ('"min_win_rate": 1e999', "min_win_rate", "1e999"),
+])
+def test_a_nan_in_a_results_file_is_refused_by_path(multirun: Path, tmp_path: Path, capsys, text: str, key: str,
+                                                    what: str) -> None:
+    bad = multirun / "7" / "results.json"  # mpo, seed 1
+    result = json.loads(bad.read_text())
+    bad.write_text(json.dumps(result).replace(f'"min_win_rate": {json.dumps(result["min_win_rate"])}', text))
+    assert text in bad.read_text()
+    error = refusal([multirun], capsys, "--baseline", "maxmin_rlhf", "--out", str(tmp_path / "out"))
+    assert error.endswith(f"{bad}: key '{key}' is {what}, not a number: rerun that run, or move this file out "
+                          "of the compared paths")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_nan_deep_in_a_file_names_its_key(multirun: Path, capsys) -> None:
+    bad = multirun / "7" / "results.json"
+    result = json.loads(bad.read_text())
+    result["per_prompt"]["win_rate"]["conciseness"][3] = math.nan  # json.dumps writes a bare NaN
+    bad.write_text(json.dumps(result))
+    error = refusal([multirun], capsys)
+    assert error.endswith(f"{bad}: key 'per_prompt.win_rate.conciseness[3]' is NaN, not a number: rerun that run, "
+                          "or move this file out of the compared paths")
+
+
+@pytest.mark.parametrize("breakage, key", [
+    (lambda r: r.update(min_win_rate=None), "min_win_rate"),
+    (lambda r: r["win_rate"]["sentiment"].update(mean=None), "win_rate.sentiment.mean"),
+    (lambda r: r["reward"].update(conciseness=None), "reward.conciseness"),
+    (lambda r: r["per_prompt"]["win_rate"]["sentiment"].__setitem__(2, None), "per_prompt.win_rate.sentiment[2]"),
+])
+def test_null_where_a_number_is_needed_is_refused_by_path(multirun: Path, tmp_path: Path, capsys, breakage,
+                                                          key: str) -> None:
+    """Before, a null min win-rate or per-prompt win-rate reached report.md as "Δ +nan, not significant"."""
+    bad = multirun / "7" / "results.json"
+    result = json.loads(bad.read_text())
+    breakage(result)
+    bad.write_text(json.dumps(result))
+    error = refusal([multirun], capsys, "--baseline", "maxmin_rlhf", "--out", str(tmp_path / "out"))
+    assert error.endswith(f"{bad}: key '{key}' is null, where a number is needed: rerun that run, or move this "
+                          "file out of the compared paths")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_results_file_is_refused_by_path(multirun: Path, tmp_path: Path, capsys) -> None:
+    bad = multirun / "4" / "results.json"
+    text = bad.read_text()
+    bad.write_text(text[: len(text) // 2])  # a job killed while writing (mpo writes atomically; a copy may not)
+    error = refusal([multirun], capsys, "--out", str(tmp_path / "out"))
+    assert error.startswith(f"python -m mpo.compare: error: {bad}: not valid JSON (")
+    assert error.endswith("), damaged or cut short: rerun that run, or move this file out of the compared paths")
+
+
+def test_report_never_shows_nan_for_costs_a_file_does_not_split(multirun: Path, tmp_path: Path) -> None:
+    """Files from before the cost split: the report's cost sentence reads – where a cost is unknown."""
+    for file in multirun.glob("*/results.json"):
+        result = json.loads(file.read_text())
+        del result["cost"]["split"]
+        file.write_text(json.dumps(result))
+    written = compare.main([str(multirun), "--baseline", "maxmin_rlhf", "--resamples", "50", "--out",
+                            str(tmp_path / "out")])
+    report = written["report"].read_text()
+    (line,) = [x for x in report.splitlines() if x.startswith("- **reviews, β = 0.1**")]
+    assert "MPO's own stages – CPU-s, –× maxmin_rlhf's – (given the single policies)" in line
+    assert not re.search(r"\b(nan|inf)\b", report, re.IGNORECASE)

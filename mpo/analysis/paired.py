@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mpo.analysis.plots import varies
-from mpo.analysis.results import as_number, dotted_get
+from mpo.analysis.results import dotted_get, required_number
 from mpo.analysis.table import comparison_table, format_ci, results_by_row, row_key, write_csv
 from mpo.infra.errors import DataError, UserError, did_you_mean
 
@@ -34,7 +34,7 @@ def _per_prompt(result: dict, objectives: list[str]) -> tuple[str, list[list[flo
         values = dotted_get(block, f"win_rate.{o}", source)
         if not isinstance(values, list) or not values:
             raise DataError(f"{source}: key 'per_prompt.win_rate.{o}' should be a non-empty list of numbers")
-        rates.append([as_number(v, source, f"per_prompt.win_rate.{o}") for v in values])
+        rates.append([required_number(v, source, f"per_prompt.win_rate.{o}[{i}]") for i, v in enumerate(values)])
     if len({len(v) for v in rates}) > 1:
         raise DataError(f"{source}: the per-prompt win-rate lists of {objectives} differ in length")
     return fingerprint, rates

@@ -18,29 +18,35 @@ def _row(rows: list[dict], label: str, beta: float, task: str) -> dict | None:
     return next((r for r in rows if r["label"] == label and r["beta"] == beta and r["task"] == task), None)
 
 
+def _num(value: float, spec: str) -> str:
+    """``value`` in ``spec``, or – where it is unknown (a cost an older file does not split): never "nan"."""
+    return "–" if not math.isfinite(value) else f"{value:{spec}}"
+
+
 def _ratio(a: float, b: float) -> str:
     return "–" if math.isnan(a) or math.isnan(b) or b <= 0 else f"{a / b:.2f}"
 
 
 def _versus(ours: dict, theirs: dict, paired: list[dict]) -> str:
     """``0.669 vs 0.516: Δ +0.153 [+0.09, +0.21], significant`` (paired), or the two means."""
-    text = f"{ours['min_win_rate/mean']:.3f} vs {theirs['min_win_rate/mean']:.3f}"
+    text = f"{_num(ours['min_win_rate/mean'], '.3f')} vs {_num(theirs['min_win_rate/mean'], '.3f')}"
     match = next((p for p in paired if p["label"] == ours["label"] and p["baseline"] == theirs["label"]
                   and p["beta"] == ours["beta"] and p["task"] == ours["task"]), None)
     if match is None:
         return text + " (no paired test)"
     verdict = "significant" if match["min_win_rate/significant"] else "not significant"
-    return (text + f": Δ {match['min_win_rate/diff']:+.3f} [{match['min_win_rate/ci_low']:+.3f}, "
-            f"{match['min_win_rate/ci_high']:+.3f}], {verdict} (paired over {match['n']} seed(s) × prompts)")
+    diff, low, high = (_num(match[f"min_win_rate/{k}"], "+.3f") for k in ("diff", "ci_low", "ci_high"))
+    return text + f": Δ {diff} [{low}, {high}], {verdict} (paired over {match['n']} seed(s) × prompts)"
 
 
 def _cost_line(ours: dict, theirs: dict) -> str:
     own, singles = ours["cost_own_cpu_seconds/mean"], ours["cost_singles_cpu_seconds/mean"]
     base = theirs["cost_own_cpu_seconds/mean"]
-    return (f"MPO's own stages {own:.0f} CPU-s, {_ratio(own, base)}× {theirs['label']}'s {base:.0f} "
-            f"(given the single policies); with training its single policies ({singles:.0f} CPU-s) "
-            f"{_ratio(own + singles, base)}×; its evaluation (sequence-level decoding) "
-            f"{ours['cost_evaluation_cpu_seconds/mean']:.0f} CPU-s vs {theirs['cost_evaluation_cpu_seconds/mean']:.0f}")
+    evaluation = [_num(r["cost_evaluation_cpu_seconds/mean"], ".0f") for r in (ours, theirs)]
+    return (f"MPO's own stages {_num(own, '.0f')} CPU-s, {_ratio(own, base)}× {theirs['label']}'s "
+            f"{_num(base, '.0f')} (given the single policies); with training its single policies "
+            f"({_num(singles, '.0f')} CPU-s) {_ratio(own + singles, base)}×; its evaluation (sequence-level "
+            f"decoding) {evaluation[0]} CPU-s vs {evaluation[1]}")
 
 
 def reading(rows: list[dict], paired: list[dict], baseline: str) -> list[str]:

@@ -1,15 +1,26 @@
 """Finished runs as data: every ``results.json`` under some paths (run dirs, multirun dirs, files) or the runs of a
-W&B project, checked for what the comparison reads (`validate_result`), numbers as floats."""
+W&B project, checked for what the comparison reads (`validate_result`), numbers as floats.
+
+A file that cannot be trusted is refused by its path, never shown as a number: damaged JSON, a missing key, a
+NaN or Infinity anywhere in it (mpo writes null for those, so a bare one means the file was not written by a
+finished run), or null where the table needs a number (a win-rate, the min win-rate, a reward, β).
+
+Each run also carries its `mpo.analysis.setups.Setup`, the settings it ran with, so that the table can refuse
+to average runs of one row that differ in more than the seed.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mpo.analysis.setups import Setup, hydra_setup, recorded_settings, recorded_setup, wandb_setup
 from mpo.infra.costs import CATEGORIES as COST_PARTS
+from mpo.infra.errors import DataError, one_line
 
 RESULTS_FILE = "results.json"
 # Keys the table needs; everything else in results.json is optional here.
@@ -50,12 +61,30 @@ def latest_multirun(root: Path) -> Path | None:
     return max(files, key=lambda f: f.stat().st_mtime).parent.parent if files else None
 
 
+def rerun_fix(source: str) -> str:
+    """The fix for a result that cannot be read: the run's numbers are gone, so only a new run brings them."""
+    if source.startswith("wandb:"):
+        return "rerun that run, or delete it from the W&B project"
+    return "rerun that run, or move this file out of the compared paths"
+
+
 def as_number(value: Any, source: str, key: str) -> float:
+    """An optional number: null is NaN (shown as –); anything but a number is refused."""
     if value is None:
         return NAN
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{source}: key '{key}' should be a number, got {value!r}")
+        raise DataError(f"{source}: key '{key}' should be a number, got {value!r}: {rerun_fix(source)}")
     return float(value)
+
+
+def required_number(value: Any, source: str, key: str) -> float:
+    """A number the comparison cannot do without (a win-rate, the min win-rate, a reward, β): null, NaN or
+    infinite is refused, since it would reach the table and the report as "nan"."""
+    number = as_number(value, source, key)
+    if not math.isfinite(number):
+        shown = "null" if value is None else repr(value)
+        raise DataError(f"{source}: key '{key}' is {shown}, where a number is needed: {rerun_fix(source)}")
+    return number
 
 
 def dotted_get(mapping: Any, dotted: str, source: str) -> Any:
@@ -63,52 +92,95 @@ def dotted_get(mapping: Any, dotted: str, source: str) -> Any:
     node, parts = mapping, dotted.split(".")
     for i, part in enumerate(parts):
         if not isinstance(node, Mapping):
-            raise ValueError(f"{source}: key '{'.'.join(parts[:i])}' should be an object")
+            raise DataError(f"{source}: key '{'.'.join(parts[:i])}' should be an object: {rerun_fix(source)}")
         if part not in node:
-            raise ValueError(f"{source}: missing key '{'.'.join(parts[:i + 1])}'")
+            raise DataError(f"{source}: missing key '{'.'.join(parts[:i + 1])}': {rerun_fix(source)}")
         node = node[part]
     return node
 
 
-def validate_result(result: Any, source: str) -> dict:
-    """Check that one results dict has what the table reads; return a copy with numbers as floats."""
+def validate_result(result: Any, source: str, setup: Setup | None = None) -> dict:
+    """Check that one results dict has what the table reads; return a copy with numbers as floats and its
+    ``setup``: ``setup`` (a run's whole config) with what the results record themselves, else that record
+    alone (`recorded_setup`)."""
     if not isinstance(result, Mapping):
-        raise ValueError(f"{source}: expected a JSON object, got {type(result).__name__}")
+        raise DataError(f"{source}: expected a JSON object, got {type(result).__name__}: {rerun_fix(source)}")
     for key in REQUIRED:
         dotted_get(result, key, source)
     out = dict(result)
     objectives = out["objectives"]
     if not isinstance(objectives, list) or not objectives:
-        raise ValueError(f"{source}: key 'objectives' should be a non-empty list")
-    out["beta"] = as_number(out["beta"], source, "beta")
-    out["min_win_rate"] = as_number(out["min_win_rate"], source, "min_win_rate")
-    out["reward"] = {o: as_number(dotted_get(out, f"reward.{o}", source), source, f"reward.{o}") for o in objectives}
-    out["win_rate"] = {
-        o: {s: as_number(dotted_get(out, f"win_rate.{o}.{s}", source), source, f"win_rate.{o}.{s}")
-            for s in ("mean", "ci_low", "ci_high")}
-        for o in objectives
-    }
+        raise DataError(f"{source}: key 'objectives' should be a non-empty list: {rerun_fix(source)}")
+    out["beta"] = required_number(out["beta"], source, "beta")
+    out["min_win_rate"] = required_number(out["min_win_rate"], source, "min_win_rate")
+    out["reward"] = {o: required_number(dotted_get(out, f"reward.{o}", source), source, f"reward.{o}")
+                     for o in objectives}
+    out["win_rate"] = {o: win_rate_entry(out, o, source) for o in objectives}
     as_number(dotted_get(out, "cost.total.seconds", source), source, "cost.total.seconds")
     ci = out.get("min_win_rate_ci")  # optional: files from before it existed have none
     if ci is not None and not isinstance(ci, Mapping):
-        raise ValueError(f"{source}: key 'min_win_rate_ci' should be an object")
+        raise DataError(f"{source}: key 'min_win_rate_ci' should be an object: {rerun_fix(source)}")
     out["min_win_rate_ci"] = {key: as_number((ci or {}).get(key), source, f"min_win_rate_ci.{key}")
                               for key in ("low", "high", "level")}
     out["results_path"] = source
+    if setup is None:
+        out["setup"] = recorded_setup(result)
+    else:  # the config's keys in its order and its values, then what only results.json records (the prompts)
+        out["setup"] = Setup({**setup.values, **{k: v for k, v in recorded_settings(result).items()
+                                                if k not in setup.values}})
     return out
+
+
+def win_rate_entry(result: Mapping, objective: str, source: str) -> dict[str, float]:
+    """One objective's win-rate: the mean is needed; its CI may be unknown (null: W&B runs may lack it)."""
+    key = f"win_rate.{objective}"
+    values = {s: dotted_get(result, f"{key}.{s}", source) for s in ("mean", "ci_low", "ci_high")}
+    return {"mean": required_number(values["mean"], source, f"{key}.mean"),
+            **{s: as_number(values[s], source, f"{key}.{s}") for s in ("ci_low", "ci_high")}}
+
+
+class _NotFinite:
+    """What a NaN, Infinity or overflowing number in a results.json parses to, so the reader can name its key."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _finite_float(text: str) -> float | _NotFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NotFinite(text)
+
+
+def not_finite_key(node: Any, path: str = "") -> tuple[str, str] | None:
+    """The dotted key (``per_prompt.win_rate.sentiment[3]``) and text of the first non-finite number, if any."""
+    if isinstance(node, _NotFinite):
+        return path or "(the whole file)", node.text
+    items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = not_finite_key(value, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key)
+        if found is not None:
+            return found
+    return None
+
+
+def read_results_file(file: Path) -> Any:
+    """A results.json's JSON, refused by path where it is damaged or holds a NaN or Infinity (mpo writes null for
+    a value it does not have, so a bare one is no number a finished run wrote)."""
+    try:
+        raw = json.loads(file.read_text(), parse_constant=_NotFinite, parse_float=_finite_float)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{file}: not valid JSON ({one_line(err)}), damaged or cut short: "
+                        f"{rerun_fix(str(file))}") from err
+    found = not_finite_key(raw)
+    if found is not None:
+        raise DataError(f"{file}: key '{found[0]}' is {found[1]}, not a number: {rerun_fix(str(file))}")
+    return raw
 
 
 def load_results(paths: Iterable[str | Path]) -> list[dict]:
     """Every ``results.json`` under ``paths`` (run dirs, multirun dirs — searched recursively — or files),
-    validated, in path order; each dict gains ``results_path``."""
-    results = []
-    for file in find_files(paths):
-        try:
-            raw = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{file}: not valid JSON ({err})") from err
-        results.append(validate_result(raw, str(file)))
-    return results
+    validated, in path order; each dict gains ``results_path`` and ``setup``."""
+    return [validate_result(read_results_file(file), str(file), hydra_setup(file)) for file in find_files(paths)]
 
 
 # -------------------------------------------------------------------------------------------------- W&B
@@ -209,7 +281,7 @@ def load_wandb_runs(project: str, *, timeout: int = 20) -> list[dict]:
     for path, summary, config, job_type in fetched:
         raw = result_from_wandb(summary, config, run_path=path, job_type=job_type)
         if raw["objectives"]:  # runs without an evaluation (crashed, other job types) have no row
-            results.append(validate_result(raw, f"wandb:{path}"))
+            results.append(validate_result(raw, f"wandb:{path}", wandb_setup(config)))
     if not results:
         raise RuntimeError(f"W&B project '{project}' has no finished runs with eval/win_rate/* summaries")
     return results

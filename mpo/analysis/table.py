@@ -1,5 +1,6 @@
 """The comparison table: one row per (task, policy, label, β) with seeds aggregated (mean, std, CIs over seeds or
-the run's own bootstrap), in a fixed order; as markdown, CSV and the plots beside them."""
+the run's own bootstrap), in a fixed order; as markdown, CSV and the plots beside them. The runs of a row must
+differ in their seed alone (`mpo.analysis.setups.refuse_unlike`): otherwise the table is refused, not averaged."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from mpo.analysis.plots import plot_cost, plot_kl, plot_reward_front, plot_win_rates, row_objectives, varies
 from mpo.analysis.results import NAN
+from mpo.analysis.setups import refuse_unlike
 from mpo.core.stats import t_interval
 from mpo.infra.costs import CATEGORIES as COST_PARTS
 
@@ -137,10 +139,14 @@ def sort_key(row: dict, objectives: list[str]) -> tuple:
 
 
 def results_by_row(results: list[dict]) -> dict[tuple, list[dict]]:
-    """Results by table row (`row_key`), one per seed (`dedupe_seeds`)."""
+    """Results by table row (`row_key`), one per seed (`dedupe_seeds`); a `DataError` where the runs of a row
+    differ in more than the seed (`refuse_unlike`), checked first so a re-run with another budget is refused,
+    never taken for a copy."""
     groups: dict[tuple, list[dict]] = {}
     for result in results:
         groups.setdefault(row_key(result), []).append(result)
+    for group in groups.values():
+        refuse_unlike(group)
     return {key: dedupe_seeds(group) for key, group in groups.items()}
 
 
