@@ -20,23 +20,27 @@ from mpo.infra.wandb_offline import find_offline_runs, read_offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_Zq9SeCrEtVaLuE"
+PASSWORD = "Zq9PaSsWoRd"  # under an ordinary key, in a URL's userinfo: masked by value
 
 
 def test_a_secret_on_the_command_line_is_written_nowhere(tmp_path):
     outputs, sweep = tmp_path / "outputs", tmp_path / "outputs" / "multirun" / "secret"
     env = {**os.environ, "MPO_OUTPUTS": str(outputs)}
     proc = subprocess.run([sys.executable, "-m", "mpo.run", "-m", "experiment=smoke", "method=reference",
-                           f"+trainer.sft.hub_token={SECRET}", "logger.mode=offline", f"hydra.sweep.dir={sweep}"],
+                           f"+trainer.sft.hub_token={SECRET}", f"+trainer.sft.hub_model_id=https://u:{PASSWORD}@h/x",
+                           "logger.mode=offline", f"hydra.sweep.dir={sweep}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert SECRET not in proc.stdout + proc.stderr
-    leaks = [p for p in outputs.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert SECRET not in proc.stdout + proc.stderr and PASSWORD not in proc.stdout + proc.stderr
+    leaks = [p for p in outputs.rglob("*") if p.is_file() for s in (SECRET, PASSWORD) if s.encode() in p.read_bytes()]
     assert leaks == []  # text and binary files alike: W&B's run file, checkpoints, weights, manifests
     job = sweep / "0"
     masked = "+trainer.sft.hub_token=***"
     assert masked in json.loads((job / "results.json").read_text())["overrides"]
     assert masked in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
     assert yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["trainer"]["sft"]["hub_token"] == "***"
+    assert yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["trainer"]["sft"]["hub_model_id"] == \
+        "https://***@h/x"
     assert yaml.safe_load((sweep / "multirun.yaml").read_text())["trainer"]["sft"]["hub_token"] == "***"
     (wandb_run,) = find_offline_runs(job)
     logged = read_offline_run(wandb_run)
