@@ -21,6 +21,7 @@ from mpo.infra.errors import closest, did_you_mean, one_line, user_error
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a job stopped by Ctrl-C
 
 
 @contextmanager
@@ -39,8 +40,27 @@ def exit_on_user_error() -> Iterator[None]:
             raise
         stderr.write(f"error{where}: {message}\n")
         sys.exit(USER_ERROR_EXIT_CODE)
+    except KeyboardInterrupt as err:
+        if wants_traceback:
+            raise
+        stderr.write(interrupted(err) + "\n")
+        sys.exit(INTERRUPTED_EXIT_CODE)
     finally:
         sys.stderr = stderr
+
+
+def interrupted(err: KeyboardInterrupt) -> str:
+    """Ctrl-C as one line: what the artifact store kept (every finished artifact; an interrupted build keeps
+    its training checkpoints, `mpo.store.artifacts`) and that rerunning the command resumes."""
+    job = getattr(err, "mpo_job", None)
+    where = f" [sweep job {job}]" if job else ""
+    store = getattr(err, "mpo_store", None)
+    building = getattr(err, "mpo_building", None)
+    kept = f"kept every finished artifact{f' in {store}' if store else ''}"
+    if building:
+        return (f"interrupted{where} while building {building}: {kept} and the last checkpoint of the {building} "
+                "build (if it had saved one); rerun the same command to resume")
+    return f"interrupted{where}: {kept}; rerun the same command to resume"
 
 
 class _WithoutHydraJobLine:
@@ -71,7 +91,28 @@ def describe(err: BaseException) -> str | None:
         return one_line(str(err).split("See https://")[0])
     if isinstance(err, ConfigCompositionException):
         return _composition(err)
+    if isinstance(err, AssertionError) and "Unexpected type for root" in str(err):
+        return _override_into_null(err)
     return None
+
+
+def _override_into_null(err: AssertionError) -> str | None:
+    """``policy.lora.r=4`` where policy.lora is null: OmegaConf asserts while Hydra applies the override (no
+    message of its own); the override is read from Hydra's frame, and the line names the preset to add."""
+    override, tb = None, err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_apply_overrides_to_config":
+            override = tb.tb_frame.f_locals.get("override")
+        tb = tb.tb_next
+    if override is None or not getattr(override, "key_or_group", None):
+        return None
+    line, (parent, _, name) = override.input_line, override.key_or_group.rpartition(".")
+    group = parent.replace(".", "/")
+    options = presets(group) if group else []
+    if options:
+        return (f"{line}: {parent} is null in this run (no {group} preset), so it has no {name!r} to set; add a "
+                f"preset first, +{group}=<{'|'.join(options)}> (conf/{group}/), e.g. +{group}={options[0]} {line}")
+    return f"{line}: {parent or 'the config'} is null, so it has no {name!r} to set; set {parent} itself first"
 
 
 def _missing_preset(err: Exception) -> str:

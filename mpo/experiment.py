@@ -15,11 +15,11 @@ from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from mpo.config.load import load_config
-from mpo.config.schema import Config
+from mpo.config.schema import MIN_EVAL_PROMPTS, Config
 from mpo.infra import distributed
 from mpo.infra.costs import Meter, stage_entry, summary as cost_summary
 from mpo.infra.devices import assign_gpu
-from mpo.infra.errors import ConfigError
+from mpo.infra.errors import ConfigError, DataError
 from mpo.infra.hydra_job import job_state, parallel_jobs
 from mpo.models.sampling import Samples
 from mpo.stages.context import RunContext, config_data, decoding, load_policy
@@ -71,6 +71,9 @@ def reference_evaluation(ctx: RunContext) -> tuple[Samples, dict]:
     """The reference's responses to the held-out prompts (an artifact shared by every method) and their scores."""
     data, _ = task_data(ctx)
     prompts = data["eval"]["prompt"][: ctx.cfg.eval.n_prompts]
+    if len(prompts) < MIN_EVAL_PROMPTS:  # eval.n_prompts is checked at composition; the split may hold fewer
+        raise DataError(f"the task's eval split holds {len(prompts)} prompt(s): the confidence intervals resample "
+                        f"prompts and need at least {MIN_EVAL_PROMPTS}; give the task more held-out prompts")
     reference = reference_policy(ctx)
     samples, _ = policy_samples(ctx, reference, prompts, ctx.cfg.eval.samples_per_prompt,
                                 reference_seed(decoding(ctx)), "eval_reference", stage="reference_samples", shared=True)

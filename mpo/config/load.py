@@ -7,7 +7,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from mpo.config.schema import Config, MethodConfig, SingleMethod, TrainerConfig, check_simplex
+from mpo.config.schema import Config, MethodConfig, MPOMethod, SingleMethod, TrainerConfig, check_simplex
 from mpo.infra.errors import ConfigError, one_line
 
 
@@ -32,9 +32,25 @@ def validate(cfg: Config) -> Config:
     if drop is not None and weights is not None and weights[objectives.index(drop)] >= 1.0:
         raise ConfigError(f"method.weights={list(weights)} puts all the weight on method.drop={drop!r}, so nothing "
                           "is left to mix: give the other objectives weight, or drop another objective")
+    check_estimator(method, len(objectives) - (drop is not None))
     apply_budget(cfg.trainer)
     apply_dtype(cfg.trainer, cfg.policy.dtype)
     return cfg
+
+
+def check_estimator(method: MethodConfig, n_policies: int) -> None:
+    """MPO's mixture proposal draws at least one sample per prompt from π_ref and from each π_k it mixes, so its
+    first round needs K + 1 of them (refused here, not after the singles are trained)."""
+    if not isinstance(method, MPOMethod) or method.weights is not None:  # preset weights: nothing is estimated
+        return
+    estimator = method.estimator
+    needed = n_policies + 1 + estimator.round2_samples
+    if estimator.proposal == "mixture" and estimator.samples_per_prompt < needed:
+        round2 = f" + round2_samples={estimator.round2_samples}" if estimator.round2_samples else ""
+        raise ConfigError(f"method.estimator.samples_per_prompt={estimator.samples_per_prompt}: the mixture proposal "
+                          f"draws at least one sample per prompt from π_ref and from each of the {n_policies} policies "
+                          f"it mixes, so it needs at least {needed} (K + 1 = {n_policies + 1}{round2}); set "
+                          f"method.estimator.samples_per_prompt={needed} or more, or method.estimator.proposal=reference")
 
 
 TRAINED_STAGES = ("sft", "dpo", "reward_model", "rl")

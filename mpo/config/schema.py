@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from mpo.core import simplex
+from mpo.infra.devices import FLOAT16_ON_CPU
 from mpo.infra.errors import ConfigError
 
 
@@ -359,6 +360,9 @@ class PathsConfig:
     output_dir: str = MISSING
 
 
+MIN_EVAL_PROMPTS = 2  # a bootstrap over prompts needs two of them to have any width
+
+
 @dataclass
 class EvalConfig:
     n_prompts: int = 128
@@ -375,6 +379,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not 0 < self.ci < 1:
             raise ConfigError(f"eval.ci={self.ci} must lie in (0, 1)")
+        if 0 < self.n_prompts < MIN_EVAL_PROMPTS:  # counts below 1 are refused with the other counts
+            raise ConfigError(f"eval.n_prompts={self.n_prompts}: the confidence intervals resample prompts, so "
+                              f"evaluation needs at least {MIN_EVAL_PROMPTS} (one prompt gives a zero-width interval); "
+                              f"set eval.n_prompts={MIN_EVAL_PROMPTS} or more")
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise ConfigError("eval.top_p must lie in (0, 1] and eval.temperature must be > 0")
 
@@ -398,6 +406,28 @@ class Config:
     # multi-process jobs (torchrun, accelerate launch): seconds a rank waits for the others at one step
     # (rank 0 building samples or evaluating while the others wait) before it stops, naming the step
     distributed_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, int) and not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed={self.seed}: must lie in [0, 2**32 - 1] (={MAX_SEED}), the range numpy "
+                              "accepts (TRL seeds numpy with it); pick a seed in that range")
+        check_device(self.device)
+        if self.device == "cpu" and isinstance(self.policy, PolicyConfig) and self.policy.dtype == "float16":
+            raise ConfigError(FLOAT16_ON_CPU.format(why="device=cpu"))
+
+
+# numpy's seed range (np.random.seed, which TRL's set_seed calls); torch accepts it too
+MAX_SEED = 2**32 - 1
+DEVICES = "auto (cuda if a GPU is visible, else cpu), cpu, cuda or cuda:<index>"
+
+
+def check_device(device: str) -> None:
+    """The names `mpo.stages.context.device` and the trainers understand (whether the GPU is there is checked
+    when the job starts: `mpo.infra.devices.check_device`, which needs torch)."""
+    kind, _, index = str(device).partition(":")
+    if device in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()):
+        return
+    raise ConfigError(f"device={device!r}: not a device mpo can run on; use {DEVICES}")
 
 
 _METHODS = {

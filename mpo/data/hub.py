@@ -17,7 +17,7 @@ from pathlib import Path
 
 import datasets
 
-from mpo.data.local import BUILDERS, file_builder, looks_like_path
+from mpo.data.local import BUILDERS, file_builder, looks_like_path, resave_as_utf8, utf8_problem
 from mpo.infra.errors import DataError, MissingInputError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def _offline() -> bool:
 def _load_local_file(path: Path, split: str, load_kwargs: dict) -> datasets.Dataset:
     builder = file_builder(path)
     if builder is None:
-        raise ValueError(f"don't know how to read {path}: use one of {sorted(BUILDERS)} (optionally compressed)")
+        raise DataError(f"don't know how to read {path}: use one of {sorted(BUILDERS)} (optionally compressed)")
     ignored = {k: load_kwargs.pop(k) for k in ("data_dir", "name") if k in load_kwargs}
     if ignored:  # hub-only options (HH's data_dir) mean nothing for a single file
         log.warning("ignoring %s for the local file %s", ignored, path)
@@ -49,13 +49,34 @@ def _load_local_file(path: Path, split: str, load_kwargs: dict) -> datasets.Data
         data = datasets.load_dataset(builder, data_files={split_name: str(path)}, split=split, **load_kwargs)
     except Exception as err:  # noqa: BLE001 - pyarrow/pandas parse errors of every kind: name the file
         cause = (str(err).strip().splitlines() or [""])[0][:300]
+        if problem := utf8_problem(path):
+            raise DataError(f"{path}: {problem}; {resave_as_utf8(path)}") from err
         if "corresponds to no data" in cause:
             raise DataError(f"{path} holds no rows; point `source` at a data file with rows") from err
         raise DataError(f"could not read {path} as {builder} data ({type(err).__name__}: {cause}); check the "
                         f"file's format (.jsonl: one JSON object per line; .csv: a header row)") from err
     if len(data) == 0:
         raise DataError(f"{path} holds no rows; point `source` at a data file with rows")
+    _check_utf8(data, path)
     return data
+
+
+def _check_utf8(data: datasets.Dataset, path: Path) -> None:
+    """pyarrow's json reader keeps bytes that are not UTF-8 and fails on the first row read (a compressed
+    file, which `utf8_problem` does not open at composition): refuse it here, naming the file and column."""
+    import pyarrow as pa
+
+    table = data.data.table
+    for name, column in zip(table.column_names, table.columns):
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid as err:
+            raise DataError(f"{path}: not UTF-8 text (column {name!r}: {_first_line(err)}); "
+                            f"{resave_as_utf8(path)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _load_local_dir(path: Path, split: str, load_kwargs: dict) -> datasets.Dataset:
@@ -63,7 +84,7 @@ def _load_local_dir(path: Path, split: str, load_kwargs: dict) -> datasets.Datas
         data = datasets.load_from_disk(str(path), keep_in_memory=True)  # transforms never write cache files there
         if isinstance(data, datasets.DatasetDict):
             if split not in data:
-                raise ValueError(f"split {split!r} not in {path}; its splits are {list(data)}")
+                raise DataError(f"split {split!r} not in {path}; its splits are {list(data)}")
             return data[split]
         return data
     return datasets.load_dataset(str(path), split=split, **load_kwargs)
@@ -158,7 +179,7 @@ def _pair_rows(dataset: datasets.Dataset, format: str, columns: tuple[str, str, 
     needed = [chosen_col, rejected_col] if format != "prompt_chosen_rejected" else list(columns)
     require_columns(dataset, needed, source)
     if len(dataset) and not isinstance(dataset[0][chosen_col], str):
-        raise ValueError(f"{source!r}: column {chosen_col!r} holds {type(dataset[0][chosen_col]).__name__}, not text; "
+        raise DataError(f"{source!r}: column {chosen_col!r} holds {type(dataset[0][chosen_col]).__name__}, not text; "
                          f"conversational (list-of-messages) pairs are not supported, flatten them to strings first")
     chosen, rejected = dataset[chosen_col], dataset[rejected_col]
     if format == "prompt_chosen_rejected":
@@ -186,7 +207,7 @@ def load_pairs(source: str, split: str, format: str = "prompt_chosen_rejected", 
     random subset of what is left (None: all, in order).
     """
     if format not in PAIR_FORMATS:
-        raise ValueError(f"unknown pair format {format!r}; use one of {PAIR_FORMATS}")
+        raise DataError(f"unknown pair format {format!r}; use one of {PAIR_FORMATS}")
     dataset = load_split(source, split, **load_kwargs)
     rows = _pair_rows(dataset, format, (prompt_column, chosen_column, rejected_column), source)
     keep = [i for i, (c, r) in enumerate(zip(rows["chosen"], rows["rejected"])) if c != r]
@@ -194,6 +215,8 @@ def load_pairs(source: str, split: str, format: str = "prompt_chosen_rejected", 
         log.info("%s: dropped %d of %d pairs (no shared prompt or identical responses)",
                  source, len(dataset) - len(keep), len(dataset))
     if not keep:
-        raise ValueError(f"{source!r} ({format}): no usable preference pairs among {len(dataset)} rows")
+        why = "identical chosen and rejected" if format == "prompt_chosen_rejected" else "no shared prompt, or identical"
+        raise DataError(f"{source!r} ({format}): no usable preference pairs among {len(dataset)} rows (each has {why} "
+                        "responses); fix the file, or set `format` to the one it is written in")
     keep = [keep[i] for i in _sample_indices(len(keep), n, seed)]
     return datasets.Dataset.from_dict({key: [values[i] for i in keep] for key, values in rows.items()})

@@ -12,6 +12,7 @@ from mpo.infra.errors import DataError, MissingInputError
 
 BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".tsv": "csv",
             ".txt": "text", ".arrow": "arrow"}
+TEXT_BUILDERS = ("json", "csv", "text")  # read as UTF-8 text by `datasets` (pyarrow's json reader, pandas)
 COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 # what a saved causal LM directory holds besides config.json (one of them)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -25,6 +26,38 @@ def file_builder(path: Path) -> str | None:
     for ext in COMPRESSION:
         name = name.removesuffix(ext)
     return BUILDERS.get(Path(name).suffix)
+
+
+
+def utf8_problem(path: Path) -> str | None:
+    """Where an uncompressed text data file (.json/.jsonl/.csv/.tsv/.txt) stops being UTF-8, or None (other files,
+    and valid ones). pyarrow reads such a file without complaint and fails on the first row touched, later."""
+    if file_builder(path) not in TEXT_BUILDERS or path.name.lower().endswith(COMPRESSION):
+        return None
+    carry, line = b"", 1
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)  # a newline never ends inside a UTF-8 sequence
+            block, carry = data[:cut], data[cut:]
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError as err:
+                line += block.count(b"\n", 0, err.start)
+                column = err.start - block.rfind(b"\n", 0, err.start)
+                return (f"not UTF-8 text: byte 0x{block[err.start]:02x} at line {line}, byte {column} "
+                        f"({err.reason})")
+            line += block.count(b"\n")
+            if not chunk:
+                return None
+
+
+def resave_as_utf8(path: Path) -> str:
+    """The fix for a data file that is not UTF-8."""
+    if path.name.lower().endswith(COMPRESSION):
+        return "re-save the file as UTF-8"
+    return f"re-save the file as UTF-8 (from Latin-1, say: iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name})"
 
 
 def looks_like_path(source: str) -> bool:
@@ -43,6 +76,8 @@ def check_data_source(source: str, key: str) -> None:
         return
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(f"{key}={source}: the file is empty; point it at a data file with rows")
+    if path.is_file() and (problem := utf8_problem(path)):
+        raise DataError(f"{key}={source}: {problem}; {resave_as_utf8(path)}")
     if path.is_dir() and not any(path.iterdir()):
         raise DataError(f"{key}={source}: the directory is empty; point it at a save_to_disk directory or a "
                         "directory of data files")

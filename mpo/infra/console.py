@@ -68,6 +68,10 @@ def building(name: str) -> Iterator[None]:
     start = time.perf_counter()
     try:
         yield
+    except KeyboardInterrupt as err:  # Ctrl-C: `mpo.cli` names the build it stopped (the innermost)
+        if getattr(err, "mpo_building", None) is None:
+            err.mpo_building = name
+        raise
     finally:
         _steps.pop()
     say(f"  built {name} in {duration(time.perf_counter() - start)}")

@@ -37,13 +37,14 @@ class ArtifactError(UserError):
 
 def user_error(err: BaseException | None) -> UserError | None:
     """The `UserError` behind ``err``, if any: libraries wrap what our code raises inside them (Hydra's
-    ``instantiate`` raises InstantiationException from the builder's error)."""
+    ``instantiate`` raises InstantiationException from the builder's error), with ``from`` (``__cause__``) or
+    while handling it (``__context__``, unless ``from None`` hid it)."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, UserError):
             return err
         seen.add(id(err))
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return None
 
 
