@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mpo.config.dirs import CONF_DIR
-from mpo.infra.errors import closest, did_you_mean, one_line, user_error
+from mpo.infra.errors import closest, did_you_mean, filesystem_error, one_line, user_error
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT_CODE = 2
@@ -93,7 +93,7 @@ def describe(err: BaseException) -> str | None:
         return _composition(err)
     if isinstance(err, AssertionError) and "Unexpected type for root" in str(err):
         return _override_into_null(err)
-    return None
+    return filesystem_error(err)
 
 
 def _override_into_null(err: AssertionError) -> str | None:

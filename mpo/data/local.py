@@ -28,7 +28,6 @@ def file_builder(path: Path) -> str | None:
     return BUILDERS.get(Path(name).suffix)
 
 
-
 def utf8_problem(path: Path) -> str | None:
     """Where an uncompressed text data file (.json/.jsonl/.csv/.tsv/.txt) stops being UTF-8, or None (other files,
     and valid ones). pyarrow reads such a file without complaint and fails on the first row touched, later."""

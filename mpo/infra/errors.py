@@ -8,7 +8,16 @@ heavy: config errors are reported before torch or transformers is imported.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+
+# a place the run cannot write or read, whatever the code: the user's disk or permissions, never a bug
+FILESYSTEM_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                     errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                     errno.EPERM: "permission denied", errno.ENOTDIR: "a file stands where a directory must be",
+                     errno.EISDIR: "a directory stands where a file must be"}
+FILESYSTEM_FIXES = {errno.ENOSPC: "free space there", errno.EDQUOT: "free space there",
+                    errno.EROFS: "mount it writable", errno.ENOTDIR: "move that file away", errno.EISDIR: "move that directory away"}
 
 
 class UserError(Exception):
@@ -67,3 +76,24 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 def one_line(text: str) -> str:
     """A message on one line: OmegaConf's multi-line details joined with '; '."""
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def describe_os_error(err: OSError) -> str:
+    """An OSError as a reader wants it: "the disk is full" for ENOSPC (whose strerror never says so)."""
+    return FILESYSTEM_ERRNOS.get(err.errno) or err.strerror or str(err)
+
+
+def filesystem_error(err: BaseException) -> str | None:
+    """One line for a run that cannot write where it was told (full disk, read-only store, a file where the run
+    dir goes): the path, why, and the fix; None for any other error. Wrapped errors are looked through, as in
+    `user_error`."""
+    seen = set()
+    while err is not None and id(err) not in seen and not (isinstance(err, OSError) and err.errno in FILESYSTEM_ERRNOS):
+        seen.add(id(err))
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    if err is None or id(err) in seen:
+        return None
+    where = err.filename if err.filename is not None else "a path under paths.root"
+    first = FILESYSTEM_FIXES.get(err.errno, "fix the permissions")
+    fix = f"{first}, or point paths.root=<dir> (MPO_OUTPUTS=<dir>) at a writable directory"
+    return f"cannot write {where}: {describe_os_error(err)}; {fix}; every finished artifact stays in the store"

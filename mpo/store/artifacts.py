@@ -12,7 +12,6 @@ Nothing writes into a published artifact.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ from typing import Any
 from mpo.infra.console import say
 from mpo.infra.costs import Meter
 from mpo.infra.distributed import barrier, broadcast, is_main, rank, world_size
-from mpo.infra.errors import ArtifactError
+from mpo.infra.errors import ArtifactError, describe_os_error
 from mpo.infra.masking import mask
 from mpo.store.checks import unpublishable
 from mpo.store.code import code_identity
@@ -418,9 +417,3 @@ def _keep_elsewhere(results: Mapping[str, Any], path: Path, places: Sequence[Pat
             continue
     return None
 
-
-def describe_os_error(err: OSError) -> str:
-    """An OSError as a reader wants it: "disk full" for ENOSPC (whose strerror never says so)."""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "the disk is full"
-    return err.strerror or str(err)
