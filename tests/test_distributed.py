@@ -138,3 +138,38 @@ def test_shipped_accelerate_configs_load(name):
     config = load_config_from_file(str(REPO / "accelerate" / f"{name}.yaml"))
     assert config.distributed_type.value == {"ddp": "MULTI_GPU", "zero3": "DEEPSPEED", "fsdp": "FSDP"}[name]
     assert config.mixed_precision == "bf16" and config.num_processes == 8
+
+
+def test_a_rank_lost_mid_training_stops_rank_0_with_one_line(tmp_path):
+    """A rank SIGKILLed while TRL trains (gloo reports it inside the trainer's all-reduce, not in our own
+    collectives): rank 0's one line names the build, no traceback of rank 0's."""
+    from types import SimpleNamespace
+
+    from mpo.studies.soak import run_ranks
+
+    at_once = SimpleNamespace(uniform=lambda low, high: low)  # killed right after the first checkpoint
+    killed = run_ranks(tmp_path, "killed.log", kill_rank=1, rng=at_once)
+    log = (tmp_path / "killed.log").read_text()
+    assert killed["killed_pid"] is not None and killed["exit_code"] != 0, log[-3000:]
+    assert killed["rank0_line"].startswith("error: rank 0 of 2 lost the other ranks while training "), log[-3000:]
+    assert not killed["rank0_traceback"], log[-3000:]
+
+
+def test_only_transport_errors_become_the_lost_rank_line(monkeypatch):
+    from mpo.infra.distributed import RankError, lost_ranks_said
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:5013: "
+                        "Connection reset by peer. This is typically caused by a remote worker hanging")
+    with pytest.raises(RankError, match=r"^rank 0 of 2 lost the other ranks while training x \(Read error "):
+        with lost_ranks_said("training x"):
+            raise gloo
+    for bug in (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("Connection reset by peer")):
+        with pytest.raises(type(bug), match=str(bug)):  # a bug keeps its own exception and traceback
+            with lost_ranks_said("training x"):
+                raise bug
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(RuntimeError, match="Read error"):  # one process: nobody to lose
+        with lost_ranks_said("training x"):
+            raise gloo

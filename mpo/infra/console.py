@@ -60,6 +60,11 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
                 disable=not interactive())
 
 
+def current_build() -> str | None:
+    """The innermost artifact being built now (None outside any build)."""
+    return _steps[-1] if _steps else None
+
+
 @contextlib.contextmanager
 def building(name: str) -> Iterator[None]:
     """Around one artifact's build: its bars carry its name, and when it is done one line says how long it took

@@ -13,13 +13,18 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from mpo.infra.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# how gloo and NCCL word a sibling that died or stopped answering, in the RuntimeError a collective raises
+TRANSPORT_ERRORS = ("third_party/gloo", "Connection reset by peer", "Connection closed by peer", "Broken pipe",
+                    "NCCL communicator was aborted", "Watchdog caught collective operation timeout", "Timed out")
 
 
 class RankError(UserError):
@@ -84,13 +89,38 @@ def _collective(what: str, call, *args):
     try:
         return call(*args)
     except (RuntimeError, dist.DistBackendError) as err:
-        raise RankError(f"rank {rank()} of {world_size()} lost the other ranks while {what} ({_first_line(err)}): "
-                        "a rank died, hangs or took another path; its own log says why. Rerun the job: finished "
-                        "artifacts are reused (raise distributed_timeout if a step legitimately takes longer)") from err
+        raise _lost(what, err) from err
+
+
+@contextmanager
+def lost_ranks_said(what: str) -> Iterator[None]:
+    """Code that runs collectives we do not call ourselves (a TRL trainer's gradient all-reduce and metric
+    gathers): a lost sibling there, which gloo and NCCL report as a transport error or a timeout, is the same
+    one line as in our own collectives; any other error passes unchanged (a bug keeps its traceback)."""
+    try:
+        yield
+    except RuntimeError as err:
+        if world_size() == 1 or not _is_transport_error(err):
+            raise
+        raise _lost(what, err) from err
+
+
+def _is_transport_error(err: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    text = str(err)
+    return isinstance(err, dist.DistBackendError) or any(mark in text for mark in TRANSPORT_ERRORS)
+
+
+def _lost(what: str, err: BaseException) -> RankError:
+    return RankError(f"rank {rank()} of {world_size()} lost the other ranks while {what} ({_first_line(err)}): "
+                     "a rank died, hangs or took another path; its own log says why. Rerun the job: finished "
+                     "artifacts are reused (raise distributed_timeout if a step legitimately takes longer)")
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
+    """The error's first line, less gloo's ``[third_party/.../pair.cc:537]`` source location."""
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", str(err).strip()).splitlines()
     return text[0][:160] if text else type(err).__name__
 
 

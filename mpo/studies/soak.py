@@ -177,8 +177,11 @@ def run_ranks(out: Path, log_name: str, kill_rank: int | None = None, rng: rando
             if killed is not None:
                 os.kill(killed, signal.SIGKILL)
         code = job.wait(timeout=3600)
+    text = (out / log_name).read_text()
+    said = [line for line in text.splitlines() if "lost the other ranks while" in line]
     return {"exit_code": code, "killed_pid": killed, "seconds": round(time.perf_counter() - start, 1),
-            "resumed_builds": (out / log_name).read_text().count("resuming the interrupted build")}
+            "resumed_builds": text.count("resuming the interrupted build"),
+            "rank0_line": said[0] if said else None, "rank0_traceback": "[rank0]: Traceback" in text}
 
 
 def rank_process(parent: int, wanted: int) -> int | None:
@@ -221,6 +224,7 @@ def soak_ranks(out: Path, rng: random.Random) -> dict:
     figures["equal_metrics"] = run_metrics(clean) == run_metrics(disturbed)
     figures["ok"] = (figures["undisturbed"]["exit_code"] == 0 and figures["kill"]["killed_pid"] is not None
                      and figures["kill"]["exit_code"] != 0 and figures["rerun"]["exit_code"] == 0
+                     and figures["kill"]["rank0_line"] is not None and not figures["kill"]["rank0_traceback"]
                      and figures["rerun"]["resumed_builds"] >= 1 and not figures["differing_files"]
                      and figures["equal_metrics"])
     return figures

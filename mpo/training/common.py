@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from mpo.infra import console
 from mpo.store.artifacts import CHECKPOINTS
 
 
@@ -89,12 +90,13 @@ def train_from_checkpoint(trainer):
     CPU with a fixed seed the result equals an uninterrupted build's (tests/test_resume.py)."""
     from transformers.trainer_callback import PrinterCallback
 
-    from mpo.infra.distributed import barrier, broadcast, is_main, world_size
+    from mpo.infra.distributed import barrier, broadcast, is_main, lost_ranks_said, world_size
 
     trainer.remove_callback(PrinterCallback)  # per-step metric dicts go to W&B (mpo.infra.tracking), not the console
     # every rank resumes from rank 0's checkpoint, which holds every rank's RNG state (mpo.store.artifacts)
     checkpoint = broadcast(last_checkpoint(trainer.args.output_dir) if is_main() else None, "finding the checkpoint")
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with lost_ranks_said(f"training {console.current_build() or type(trainer).__name__}"):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     if world_size() > 1:  # no rank still writes its RNG state into the checkpoints rank 0 is about to remove
         barrier("finishing training")
     return result
