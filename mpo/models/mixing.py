@@ -27,6 +27,7 @@ from mpo.core.simplex import check_simplex
 from mpo.models.adapters import component_logits, new_caches
 from mpo.models.decoding import (check_decoding, eos_tensor, position_ids_from_mask, response_mask, select_tokens,
                                  trim_finished)
+from mpo.models.logprobs import forward_logprobs, gathered_logprobs, in_row_blocks
 from mpo.models.policies import Decoding, Generation, decode_responses, encode_prompts, right_padded, split_generated
 
 log = logging.getLogger(__name__)
@@ -181,13 +182,10 @@ class LogLinearMixture:
             raise ValueError("the first token cannot be scored (it has no context); the prompt must be non-empty")
         return mask[:, 1:].to(self.device)
 
-    def _token_logprobs(self, model, input_ids, attention_mask) -> torch.Tensor:
-        """log_softmax of the logits predicting tokens 1..L-1: [B, L-1, V], float32, on self.device."""
+    def _forward_args(self, input_ids, attention_mask):
+        """(input_ids, attention_mask, position_ids) as every model of the mixture is run on them."""
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        device = model.device
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                       position_ids=position_ids_from_mask(mask).to(device)).logits[:, :-1]
-        return torch.log_softmax(logits.float(), dim=-1).to(self.device)
+        return input_ids, mask, position_ids_from_mask(mask)
 
     @torch.no_grad()
     def component_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -199,11 +197,9 @@ class LogLinearMixture:
         first ``eos_token_id`` when given).
         """
         mask = self._response_mask(input_ids, attention_mask, response_mask, prompt_len, eos_token_id)
-        targets = input_ids[:, 1:, None].to(self.device)
-        columns = []
-        for model in self.models:
-            token_logp = self._token_logprobs(model, input_ids, attention_mask).gather(-1, targets).squeeze(-1)
-            columns.append(token_logp.masked_fill(~mask, 0.0).sum(-1))
+        args = self._forward_args(input_ids, attention_mask)
+        columns = [forward_logprobs(model, *args).to(self.device).masked_fill(~mask, 0.0).sum(-1)
+                   for model in self.models]
         return torch.stack(columns, dim=-1)
 
     @torch.no_grad()
@@ -212,11 +208,16 @@ class LogLinearMixture:
                          eos_token_id: int | Sequence[int] | None = None) -> torch.Tensor:
         """Σ_t log p_mix(y_t | x, y_<t) under the token-level mixture: [B]. Arguments as `component_logprobs`."""
         mask = self._response_mask(input_ids, attention_mask, response_mask, prompt_len, eos_token_id)
-        mixed = None
-        for model, weight in zip(*self._active_models()):
-            logprobs = self._token_logprobs(model, input_ids, attention_mask)
-            mixed = logprobs.mul_(weight) if mixed is None else mixed.add_(logprobs, alpha=weight)
-        token_logp = torch.log_softmax(mixed, dim=-1).gather(-1, input_ids[:, 1:, None].to(self.device)).squeeze(-1)
+        ids, attention, positions = self._forward_args(input_ids, attention_mask)
+        models, weights = self._active_models()
+
+        def score(rows: slice) -> torch.Tensor:  # [rows, L-1]: the mixture needs every model's full law, per block
+            logits = [model(input_ids=ids[rows].to(model.device), attention_mask=attention[rows].to(model.device),
+                            position_ids=positions[rows].to(model.device)).logits[:, :-1] for model in models]
+            mixed = _mix_unnormalised(logits, weights, self.device)
+            return gathered_logprobs(mixed, ids[rows, 1:].to(self.device))
+
+        token_logp = in_row_blocks(ids.shape[0], ids.shape[1], self.vocab_size, score)
         return token_logp.masked_fill(~mask, 0.0).sum(-1)
 
     # -------------------------------------------------------------------------------------- generation

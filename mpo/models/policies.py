@@ -13,6 +13,8 @@ from typing import Protocol
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from mpo.models.logprobs import forward_logprobs
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -163,8 +165,7 @@ def sequence_logprobs(model, tokenizer, prompts, responses, finished, batch_size
         for i, r in enumerate(rows):
             ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
         ids, mask = ids.to(model.device), mask.to(model.device)
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1], -1)
-        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        token_logp = forward_logprobs(model, ids, mask)
         positions = torch.arange(1, width, device=ids.device)[None]
         lo = torch.tensor([s for s, _ in spans], device=ids.device)[:, None]
         hi = torch.tensor([e for _, e in spans], device=ids.device)[:, None]
@@ -184,8 +185,7 @@ def logprobs_of_ids(model, prompt_ids: list[list[int]], completion_ids: list[lis
         ids, mask, completion = right_padded(prompt_ids[start : start + batch_size],
                                              completion_ids[start : start + batch_size], pad_token_id)
         ids, mask, completion = ids.to(model.device), mask.to(model.device), completion.to(model.device)
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1], -1)
-        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        token_logp = forward_logprobs(model, ids, mask)
         out.append(token_logp.masked_fill(~completion[:, 1:], 0.0).sum(1).double().cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 

@@ -25,6 +25,7 @@ from trl import DPOConfig, DPOTrainer
 from mpo.data.pairs import ID_COLUMNS, has_token_ids, pair_columns
 from mpo.infra.distributed import is_main, world_size
 from mpo.models.adapters import peft_config, point_at_base
+from mpo.models.logprobs import forward_logprobs
 from mpo.models.policies import load_causal_lm, load_tokenizer, logprobs_of_ids
 from mpo.training.common import model_dtype, train_and_save, trl_kwargs
 
@@ -154,9 +155,8 @@ def completion_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
             input_ids[i, : len(ids)] = torch.tensor(ids)
             completion_mask[i, prompt_len : len(ids)] = True
         attention_mask = (torch.arange(width)[None] < torch.tensor([len(ids) for _, ids in chunk])[:, None]).long()
-        logits = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device)).logits
-        token_logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, input_ids[:, 1:, None].to(model.device))
-        out.append((token_logp.squeeze(-1).cpu() * completion_mask[:, 1:]).sum(-1))
+        token_logp = forward_logprobs(model, input_ids, attention_mask)
+        out.append((token_logp.cpu() * completion_mask[:, 1:]).sum(-1))
     return torch.cat(out) if out else torch.zeros(0)
 
 
