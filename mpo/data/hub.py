@@ -48,7 +48,7 @@ def _load_local_file(path: Path, split: str, load_kwargs: dict) -> datasets.Data
     try:
         data = datasets.load_dataset(builder, data_files={split_name: str(path)}, split=split, **load_kwargs)
     except Exception as err:  # noqa: BLE001 - pyarrow/pandas parse errors of every kind: name the file
-        cause = (str(err).strip().splitlines() or [""])[0][:300]
+        cause = _first_line(err, 300)
         if problem := utf8_problem(path):
             raise DataError(f"{path}: {problem}; {resave_as_utf8(path)}") from err
         if "corresponds to no data" in cause:
@@ -75,8 +75,8 @@ def _check_utf8(data: datasets.Dataset, path: Path) -> None:
                             f"{resave_as_utf8(path)}") from err
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
 
 
 def _load_local_dir(path: Path, split: str, load_kwargs: dict) -> datasets.Dataset:
@@ -215,7 +215,8 @@ def load_pairs(source: str, split: str, format: str = "prompt_chosen_rejected", 
         log.info("%s: dropped %d of %d pairs (no shared prompt or identical responses)",
                  source, len(dataset) - len(keep), len(dataset))
     if not keep:
-        why = "identical chosen and rejected" if format == "prompt_chosen_rejected" else "no shared prompt, or identical"
+        why = ("identical chosen and rejected" if format == "prompt_chosen_rejected"
+               else "no shared prompt, or identical")
         raise DataError(f"{source!r} ({format}): no usable preference pairs among {len(dataset)} rows (each has {why} "
                         "responses); fix the file, or set `format` to the one it is written in")
     keep = [keep[i] for i in _sample_indices(len(keep), n, seed)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import errno
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 # a place the run cannot write or read, whatever the code: the user's disk or permissions, never a bug
 FILESYSTEM_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
@@ -17,7 +17,8 @@ FILESYSTEM_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk q
                      errno.EPERM: "permission denied", errno.ENOTDIR: "a file stands where a directory must be",
                      errno.EISDIR: "a directory stands where a file must be"}
 FILESYSTEM_FIXES = {errno.ENOSPC: "free space there", errno.EDQUOT: "free space there",
-                    errno.EROFS: "mount it writable", errno.ENOTDIR: "move that file away", errno.EISDIR: "move that directory away"}
+                    errno.EROFS: "mount it writable", errno.ENOTDIR: "move that file away",
+                    errno.EISDIR: "move that directory away"}
 
 
 class UserError(Exception):
@@ -48,13 +49,16 @@ def user_error(err: BaseException | None) -> UserError | None:
     """The `UserError` behind ``err``, if any: libraries wrap what our code raises inside them (Hydra's
     ``instantiate`` raises InstantiationException from the builder's error), with ``from`` (``__cause__``) or
     while handling it (``__context__``, unless ``from None`` hid it)."""
+    return next((e for e in _chain(err) if isinstance(e, UserError)), None)
+
+
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and the errors behind it, outermost first, each once."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, UserError):
-            return err
+        yield err
         seen.add(id(err))
         err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
-    return None
 
 
 def closest(word: str, options: Iterable[str]) -> str:
@@ -87,11 +91,8 @@ def filesystem_error(err: BaseException) -> str | None:
     """One line for a run that cannot write where it was told (full disk, read-only store, a file where the run
     dir goes): the path, why, and the fix; None for any other error. Wrapped errors are looked through, as in
     `user_error`."""
-    seen = set()
-    while err is not None and id(err) not in seen and not (isinstance(err, OSError) and err.errno in FILESYSTEM_ERRNOS):
-        seen.add(id(err))
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
-    if err is None or id(err) in seen:
+    err = next((e for e in _chain(err) if isinstance(e, OSError) and e.errno in FILESYSTEM_ERRNOS), None)
+    if err is None:
         return None
     where = err.filename if err.filename is not None else "a path under paths.root"
     first = FILESYSTEM_FIXES.get(err.errno, "fix the permissions")

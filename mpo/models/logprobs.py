@@ -39,18 +39,17 @@ def gathered_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return out
 
 
-def in_row_blocks(rows: int, length: int, vocab: int, score: Callable[[slice], torch.Tensor],
-                  batch_size: int | None = None) -> torch.Tensor:
-    """``score(rows slice)`` over blocks of at most ``batch_size`` rows and no more than the budget allows for
-    [rows, length, vocab] logits, concatenated along the first dim (each block's forward holds only its rows)."""
-    step = min(batch_size or rows, rows_per_forward(length, vocab)) or 1
+def in_row_blocks(rows: int, length: int, vocab: int, score: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    """``score(rows slice)`` over blocks of no more rows than the budget allows for [rows, length, vocab] logits,
+    concatenated along the first dim (each block's forward holds only its rows)."""
+    step = rows_per_forward(length, vocab)
     return torch.cat([score(slice(start, start + step)) for start in range(0, rows, step)])
 
 
 def forward_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     position_ids: torch.Tensor | None = None, batch_size: int | None = None) -> torch.Tensor:
+                     position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """[B, L-1] float32: log π(input_ids[:, t] | input_ids[:, :t]) for t ≥ 1 under a causal LM, its forward run
-    on row blocks within the budget (and ``batch_size``), on the model's device."""
+    on row blocks within the budget, on the model's device."""
     device = model.device
     ids, mask = input_ids.to(device), attention_mask.to(device)
     positions = None if position_ids is None else position_ids.to(device)
@@ -60,4 +59,4 @@ def forward_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
         logits = model(input_ids=ids[rows], attention_mask=mask[rows], **extra).logits[:, :-1]
         return gathered_logprobs(logits, ids[rows, 1:])
 
-    return in_row_blocks(ids.shape[0], ids.shape[1], model.config.vocab_size, score, batch_size)
+    return in_row_blocks(ids.shape[0], ids.shape[1], model.config.vocab_size, score)
