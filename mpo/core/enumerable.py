@@ -124,3 +124,59 @@ def win_rate(log_p: Tensor, log_ref: Tensor, reward: Tensor) -> Tensor:
     greater = (reward[:, :, None] > reward[:, None, :]).double()
     equal = (reward[:, :, None] == reward[:, None, :]).double()
     return torch.einsum("xa,xb,xab->x", p, q, greater + 0.5 * equal)
+
+
+# ------------------------------------------------------------------------------ the scale family
+
+
+@dataclass(frozen=True)
+class ScaleProblem:
+    """π_ref over Y enumerated responses per prompt, true rewards r_k, and π_k ∝ π_ref·exp(s_k·r_k).
+
+    π_k is the exact single-objective optimum for reward s_k·r_k (what DPO converges to), so log π_k/π_ref
+    ranks responses exactly as r_k does whatever s_k is: the scales are what a DPO policy's arbitrary
+    implicit-reward scale does to MPO, and nothing else changes between members of the family.
+    """
+
+    ref_logprobs: Tensor  # [X, Y]
+    rewards: Tensor  # [X, Y, K]
+    scales: Tensor  # [K]
+
+    def joint(self) -> Tensor:
+        """[X, Y, 1+K] log π(y|x) under π_ref and every π_k (the layout of `TabularProblem.joint`)."""
+        policies = torch.log_softmax(self.ref_logprobs[..., None] + self.scales * self.rewards, dim=1)
+        return torch.cat([self.ref_logprobs[..., None], policies], -1)
+
+    def sequence_mixture_joint(self, weights: Tensor) -> Tensor:
+        """[X, Y] log π_λ(y|x) ∝ Σ_k λ_k log π_k(y|x)."""
+        lam = torch.as_tensor(weights, dtype=torch.float64)
+        return torch.log_softmax((self.joint()[..., 1:] * lam).sum(-1), -1)
+
+    def true_win_rates(self, log_policy: Tensor) -> Tensor:
+        """[K] exact win-rate of a policy over the responses against π_ref under each true reward, mean over prompts."""
+        return torch.stack([win_rate(log_policy, self.ref_logprobs, self.rewards[..., k]).mean()
+                            for k in range(self.rewards.shape[2])])
+
+
+def scale_problem(*, scale: float, prompts: int = 32, responses: int = 256, strength: float = 1.5,
+                  correlation: float = -0.3, ref_scale: float = 1.5, seed: int = 0) -> ScaleProblem:
+    """Two conflicting objectives (true rewards standard normal, correlated ``correlation``); π_1's implicit
+    reward has scale ``strength``, π_2's ``scale × strength``: at ``scale`` 1 the two are symmetric, above it
+    π_2 is steeper, as a DPO policy trained on near-deterministic labels is."""
+    gen = torch.Generator().manual_seed(seed)
+    ref = torch.log_softmax(ref_scale * torch.randn(prompts, responses, generator=gen, dtype=torch.float64), 1)
+    first, other = torch.randn(2, prompts, responses, generator=gen, dtype=torch.float64)
+    second = correlation * first + math.sqrt(1 - correlation**2) * other
+    rewards = torch.stack([first, second], -1)
+    return ScaleProblem(ref, rewards, torch.tensor([strength, scale * strength], dtype=torch.float64))
+
+
+def best_in_family(problem: ScaleProblem, points: int = 1001) -> tuple[Tensor, float]:
+    """The oracle: (λ, min_k true win-rate) of the best sequence-level mixture on a fine grid of λ (K = 2)."""
+    best = (None, -math.inf)
+    for a in torch.linspace(0, 1, points, dtype=torch.float64):
+        lam = torch.stack([a, 1 - a])
+        value = float(problem.true_win_rates(problem.sequence_mixture_joint(lam)).min())
+        if value > best[1]:
+            best = (lam, value)
+    return best
