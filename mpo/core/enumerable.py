@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mpo.core.winrate import weighted_cdf
+
 
 @dataclass(frozen=True)
 class TabularProblem:
@@ -119,11 +121,12 @@ def total_variation(log_p: Tensor, log_q: Tensor) -> Tensor:
 
 
 def win_rate(log_p: Tensor, log_ref: Tensor, reward: Tensor) -> Tensor:
-    """[X] P(r(y) > r(y')) + ½ P(r(y) = r(y')) for y ~ p, y' ~ ref, computed exactly over the table."""
+    """[X] P(r(y) > r(y')) + ½ P(r(y) = r(y')) for y ~ p, y' ~ ref, computed exactly over the table
+    (as Σ_y p(y)·F(y), F(y) = ref's mass below r(y) plus half its mass at r(y), by sorting: O(Y log Y))."""
     p, q = log_p.exp(), log_ref.exp()
-    greater = (reward[:, :, None] > reward[:, None, :]).double()
-    equal = (reward[:, :, None] == reward[:, None, :]).double()
-    return torch.einsum("xa,xb,xab->x", p, q, greater + 0.5 * equal)
+    return (p * weighted_cdf(q, reward)).sum(-1)
+
+
 
 
 # ------------------------------------------------------------------------------ the scale family
@@ -180,3 +183,105 @@ def best_in_family(problem: ScaleProblem, points: int = 1001) -> tuple[Tensor, f
         if value > best[1]:
             best = (lam, value)
     return best
+
+
+# ------------------------------------------------------------------------- the variable-length family
+
+_FORCED = -1e4  # log-probability of anything but EOS after EOS: finite, so 0·(it) = 0 in a mixture of logs
+
+
+@dataclass(frozen=True)
+class LengthProblem:
+    """Responses of up to L tokens over V tokens, token 0 ending them (EOS; after it only EOS follows), π_ref
+    autoregressive, true rewards r_1 = Σ_t score(y_t) (a per-prompt value per token: "sentiment") and
+    r_2 = −length ("conciseness"), and π_k ∝ π_ref·exp(s_k·r_k) over whole responses, the exact optimum of each
+    reward, with its next-token conditionals derived exactly from that joint.
+
+    Every one of the V^L token strings is listed; those with a token after EOS have probability 0 (log
+    `_FORCED`·n, which no comparison lets win). The token-level mixture of the conditionals is the law MPO's
+    ``decoding=token`` samples; its distance from the sequence-level mixture grows with every step at which
+    the policies disagree, and most with length.
+    """
+
+    conditionals: list[Tensor]  # [X, V^t, V, 1+K] per step t, as in TabularProblem
+    rewards: Tensor  # [X, V^L, K] true rewards (−inf-free; meaningless where the string is impossible)
+    canonical: Tensor  # [V^L] bool: no token after EOS
+
+    def joint(self) -> Tensor:
+        return _joint(self.conditionals)
+
+    def token_mixture_joint(self, weights: Tensor) -> Tensor:
+        lam = torch.as_tensor(weights, dtype=torch.float64)
+        return _joint([torch.log_softmax((c[..., 1:] * lam).sum(-1), -1)[..., None] for c in self.conditionals])[..., 0]
+
+    def sequence_mixture_joint(self, weights: Tensor) -> Tensor:
+        lam = torch.as_tensor(weights, dtype=torch.float64)
+        return torch.log_softmax((self.joint()[..., 1:] * lam).sum(-1), -1)
+
+    def token_log_normalisers(self, weights: Tensor) -> Tensor:
+        """[X, V^L] A_λ(y) = Σ_t log Σ_v Π_k π_k(v|y_<t)^{λ_k} ≤ 0, so that log q_λ(y) = Σ_k λ_k log π_k(y) − A_λ(y)."""
+        lam = torch.as_tensor(weights, dtype=torch.float64)
+        return (self.joint()[..., 1:] * lam).sum(-1) - self.token_mixture_joint(lam)
+
+    def true_win_rates(self, log_policy: Tensor) -> Tensor:
+        """[K] exact win-rate against π_ref under each true reward (ties ½), mean over prompts; impossible
+        strings carry no mass, so their rewards never count."""
+        ref = self.joint()[..., 0]
+        return torch.stack([win_rate(log_policy, ref, self.rewards[..., k]).mean() for k in range(self.rewards.shape[2])])
+
+
+def length_problem(*, prompts: int = 16, vocab: int = 4, length: int = 6, strength: tuple[float, float] = (1.0, 1.0),
+                   eos_logit: float = -1.0, ref_scale: float = 1.0, seed: int = 0) -> LengthProblem:
+    """π_ref with random per-prefix logits (EOS's shifted by ``eos_logit``), π_1 ∝ π_ref·exp(s_1·Σ_t score(y_t)),
+    π_2 ∝ π_ref·exp(−s_2·length)."""
+    gen = torch.Generator().manual_seed(seed)
+    ref_conds = []
+    for t in range(length):
+        logits = ref_scale * torch.randn(prompts, vocab**t, vocab, generator=gen, dtype=torch.float64)
+        logits[..., 0] += eos_logit
+        conds = torch.log_softmax(logits, -1)
+        ended = _ended(vocab, t)  # prefixes that already hold EOS: only EOS follows
+        conds[:, ended] = torch.tensor([0.0] + [_FORCED] * (vocab - 1), dtype=torch.float64)
+        ref_conds.append(conds[..., None])
+    ref = _joint(ref_conds)[..., 0]  # [X, V^L]
+    strings = torch.cartesian_prod(*[torch.arange(vocab)] * length) if length > 1 else torch.arange(vocab)[:, None]
+    canonical = _canonical(strings)
+    score = torch.randn(prompts, vocab, generator=gen, dtype=torch.float64)
+    score[:, 0] = 0.0
+    sentiment = score[:, strings].sum(-1)  # [X, V^L]; EOS scores 0
+    conciseness = -(strings != 0).cumprod(-1).sum(-1).double().expand(prompts, -1)
+    rewards = torch.stack([sentiment, conciseness], -1)
+    s = torch.tensor(strength, dtype=torch.float64)
+    policies = torch.log_softmax(ref[..., None] + s * rewards, 1).masked_fill(~canonical[None, :, None], -math.inf)
+    joint = torch.cat([ref.masked_fill(~canonical[None], -math.inf)[..., None], policies], -1)
+    return LengthProblem(_conditionals_of(joint, vocab, length), rewards, canonical)
+
+
+def _ended(vocab: int, t: int) -> Tensor:
+    """[V^t] bool: the prefix of length t contains EOS (token 0)."""
+    if t == 0:
+        return torch.zeros(1, dtype=torch.bool)
+    prefixes = torch.cartesian_prod(*[torch.arange(vocab)] * t) if t > 1 else torch.arange(vocab)[:, None]
+    return (prefixes == 0).any(-1)
+
+
+def _canonical(strings: Tensor) -> Tensor:
+    """[V^L] bool: nothing but EOS after the first EOS."""
+    seen = (strings == 0).cumsum(-1) > 0
+    return ~(seen & (strings != 0)).any(-1)
+
+
+def _conditionals_of(joint: Tensor, vocab: int, length: int) -> list[Tensor]:
+    """Per-step next-token log-conditionals of a joint law over V^L strings [X, V^L, C]; a prefix of
+    probability 0 continues with EOS (log `_FORCED` elsewhere)."""
+    n_prompts, _, columns = joint.shape
+    out = []
+    for t in range(length):
+        blocks = joint.reshape(n_prompts, vocab**t, vocab, vocab ** (length - t - 1), columns)
+        prefix_next = torch.logsumexp(blocks, 3)  # [X, V^t, V, C] log P(y_≤t)
+        cond = prefix_next - torch.logsumexp(prefix_next, 2, keepdim=True)
+        forced = torch.tensor([0.0] + [_FORCED] * (vocab - 1), dtype=torch.float64)[None, None, :, None]
+        dead = torch.isneginf(torch.logsumexp(prefix_next, 2, keepdim=True)) | torch.isnan(cond)
+        cond = torch.where(dead, forced.expand_as(cond), cond).clamp(min=_FORCED)
+        out.append(cond)
+    return out

@@ -42,8 +42,6 @@ _ASCENT_STEPS = 300
 _SOFTMIN_TEMPERATURE = 0.005
 # Grid points scored at once: bounds the [N, M, points] posterior.
 _GRID_BLOCK = 128
-# Prompts per block when comparing every pair of a prompt's samples ([block, M, M, K]).
-_PAIR_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -61,19 +59,26 @@ class WinRateSolution:
 def reference_quantiles(problem: Problem) -> Tensor:
     """[N, M, K] u_k[x, i]: π_ref's probability that a response ranks below sample i under ℓ_k (ties ½).
 
-    A response impossible under π_k (ℓ_k = −inf) ranks below every possible one; padded rows get 0 and no weight.
+    A response impossible under π_k (ℓ_k = −inf) ranks below every possible one; padded rows carry no π_ref mass.
     """
     values = problem.values
     if problem.impossible is not None:
         values = values.masked_fill(problem.impossible, -math.inf)
     reference = torch.softmax(problem.row_log_weights, dim=1)  # [N, M]; 0 on padded rows
-    blocks = []
-    for start in range(0, values.shape[0], _PAIR_BLOCK):
-        ell = values[start : start + _PAIR_BLOCK]
-        below = (ell[:, None, :, :] < ell[:, :, None, :]).double()  # [n, i, j, K]: ℓ_j < ℓ_i
-        tied = (ell[:, None, :, :] == ell[:, :, None, :]).double()
-        blocks.append(torch.einsum("nj,nijk->nik", reference[start : start + _PAIR_BLOCK], below + 0.5 * tied))
-    return torch.cat(blocks)
+    ranked = values.transpose(1, 2)  # [N, K, M]
+    return weighted_cdf(reference[:, None].expand_as(ranked), ranked).transpose(1, 2)
+
+
+def weighted_cdf(mass: Tensor, values: Tensor) -> Tensor:
+    """[..., M] Σ_j mass_j·(1[values_j < values_i] + ½·1[values_j = values_i]) for every i, by sorting
+    (O(M log M) per row, where comparing every pair would take M² memory)."""
+    order = values.argsort(-1)
+    ranked = values.gather(-1, order).contiguous()
+    cumulative = torch.cat([torch.zeros_like(mass[..., :1]), mass.gather(-1, order).cumsum(-1)], -1)
+    queries = values.contiguous()
+    below = cumulative.gather(-1, torch.searchsorted(ranked, queries, right=False))
+    at_or_below = cumulative.gather(-1, torch.searchsorted(ranked, queries, right=True))
+    return 0.5 * (below + at_or_below)
 
 
 def win_rates(problem: Problem, quantiles: Tensor, weights: Tensor) -> Tensor:
