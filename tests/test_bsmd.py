@@ -238,9 +238,10 @@ def test_bsmd_converges_to_the_minimiser_of_the_sample_objective():
     ref = torch.where(mask, 0.0, -math.inf)  # rows weighted 1/m_x: the exact problem *is* F̂
     optimum = bsmd.solve_exact(ref, torch.where(mask[..., None], log_ratios, 0.0))
     assert (result.weights - optimum).abs().sum() < 5e-3
+    assert (result.average - optimum).abs().sum() < 5e-3  # the interior optimum needs no face step
     assert result.weights.sum().item() == pytest.approx(1.0, abs=1e-12) and result.weights.min() >= 0
     assert result.trace.shape == (2000,) and result.trace_full
-    assert result.trace[-1].item() == pytest.approx(bsmd.objective(log_ratios, result.weights, mask), abs=1e-12)
+    assert result.trace[-1].item() == pytest.approx(bsmd.objective(log_ratios, result.average, mask), abs=1e-12)
     assert result.trace[-1] <= result.trace[0]
 
 
@@ -254,9 +255,15 @@ def test_bsmd_update_and_average_match_a_hand_written_loop(tail_fraction):
     result = bsmd.solve_weights(log_ratios, steps=3, step_size=eta, mask=mask, tail_fraction=tail_fraction)
     # The gradients were taken at λ_0, λ_1, λ_2; the tail half of three is the last two.
     averaged = iterates[:3] if tail_fraction == 1.0 else iterates[1:3]
-    torch.testing.assert_close(result.weights, torch.stack(averaged).mean(0), rtol=0, atol=1e-14)
+    torch.testing.assert_close(result.average, torch.stack(averaged).mean(0), rtol=0, atol=1e-14)
     torch.testing.assert_close(result.last, iterates[3], rtol=0, atol=1e-14)
     assert result.trace[0].item() == pytest.approx(bsmd.objective(log_ratios, iterates[0], mask), abs=1e-14)
+    # The answer is the average after the face step (three steps are far from converged, so it moves), and
+    # without that step it is the average itself.
+    assert bsmd.objective(log_ratios, result.weights, mask) <= bsmd.objective(log_ratios, result.average, mask)
+    plain = bsmd.solve_weights(log_ratios, steps=3, step_size=eta, mask=mask, tail_fraction=tail_fraction,
+                               face_step=False)
+    assert torch.equal(plain.weights, result.average)
 
 
 def test_bsmd_is_reproducible_and_seeded():
@@ -291,6 +298,80 @@ def test_bsmd_step_size_and_edge_cases():
     for bad in ({"steps": 0}, {"steps": 10, "batch_size": 6}, {"steps": 10, "tail_fraction": 0.0}):
         with pytest.raises(ValueError):
             bsmd.solve_weights(log_ratios, **bad)
+
+
+def dominated_problem(k, seed, n_prompts=256, m_responses=16, noise=0.5):
+    """[256, 16, K] log-ratios whose last objective is dominated: ℓ_K = mean of the others + noise.
+
+    Averaging ℓ_1..ℓ_{K−1} already gives what ℓ_K offers, and the noise only adds to log mean exp, so
+    λ_K* = 0 (for K = 2, λ* = (1, 0)); but barely so: ∂F̂/∂λ_K exceeds the support's derivative at λ* by
+    only 0.002 (K = 2) and 0.015 (K = 3), so mirror descent shrinks λ_K slowly (by ~exp(−η·margin) a step).
+    The shape is the MPO stage's default (256 prompts × 16 samples).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    others = torch.randn(n_prompts, m_responses, k - 1, generator=gen, dtype=torch.float64)
+    extra = noise * torch.randn(n_prompts, m_responses, 1, generator=gen, dtype=torch.float64)
+    return torch.cat([others, others.mean(-1, keepdim=True) + extra], -1)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_bsmd_reaches_a_boundary_optimum(k, batch_size):
+    """With the MPO stage's settings (2,000 steps, default η, batches of 64 or all 256 prompts), BSMD lands
+    within L1 0.02 of the exact minimiser when that has λ_K = 0, and puts exactly 0 there.
+
+    Before the face step (`mpo.core.bsmd`'s docstring) the tail average missed it by L1 0.054 / 0.054 (K = 2,
+    full / mini-batch) and 0.067 / 0.066 (K = 3): a mirror-descent iterate never reaches a face, so neither
+    does their average.
+    """
+    log_ratios = dominated_problem(k, seed=1)
+    exact = bsmd.solve_empirical(log_ratios)
+    assert exact.converged and exact.weights[-1] == 0 and exact.weights[:-1].min() > 0.4
+    result = bsmd.solve_weights(log_ratios, steps=2000, batch_size=batch_size, seed=0)
+    assert (result.weights - exact.weights).abs().sum() <= 0.02
+    assert result.weights[-1] == 0  # on the face, exactly
+    assert result.weights.sum().item() == pytest.approx(1.0, abs=1e-12) and result.weights.min() >= 0
+    assert bsmd.objective(log_ratios, result.weights) <= bsmd.objective(log_ratios, result.average)
+
+
+@pytest.mark.parametrize("batch_size", [None, 64])
+@pytest.mark.parametrize("seed", [2, 3])
+def test_bsmd_reaches_a_vertex_and_an_edge_beside_a_small_weight(seed, batch_size):
+    """K = 3 with ℓ_2, ℓ_3 = ℓ_1 + noise + a small shift: on seed 2 λ* is the vertex e_1, on seed 3 it is
+    (0.989, 0.011, 0), one weight 0 and one small. The tail average missed them by L1 0.094 / 0.096 and
+    0.113 / 0.121 (full / mini-batch); the face step's line search also settles the small weight."""
+    gen = torch.Generator().manual_seed(seed)
+    first = torch.randn(256, 16, 1, generator=gen, dtype=torch.float64)
+    noise = 0.4 * torch.randn(256, 16, 2, generator=gen, dtype=torch.float64)
+    log_ratios = torch.cat([first, first + noise + torch.tensor([0.01, 0.02], dtype=torch.float64)], -1)
+    exact = bsmd.solve_empirical(log_ratios)
+    assert exact.weights[2] == 0 and (exact.weights[1] == 0) == (seed == 2) and exact.weights[0] > 0.9
+    result = bsmd.solve_weights(log_ratios, steps=2000, batch_size=batch_size, seed=0)
+    assert (result.weights - exact.weights).abs().sum() <= 0.02
+    assert result.weights[2] == 0
+
+
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_bsmd_approaches_a_face_that_an_impossible_response_makes_f_jump_on(batch_size):
+    """Where π_3 rules out responses (ℓ_3 = −inf), F̂ jumps up on the face λ_3 = 0 (those responses count
+    again there): the infimum is only approached from inside (the exact solver stops at λ_3 = 5e-17). The
+    face step must not drop λ_3, and still lands within 0.02 (the tail average: 0.080 / 0.081, full /
+    mini-batch), with importance weights and padded rows in the data."""
+    gen = torch.Generator().manual_seed(101)
+    log_ratios = dominated_problem(3, seed=1)
+    log_weights = 0.3 * torch.randn(256, 16, generator=gen, dtype=torch.float64)
+    mask = torch.rand(256, 16, generator=gen) < 0.8
+    mask[:, 0] = True
+    ruled_out = torch.rand(256, 16, 3, generator=gen) < 0.03
+    ruled_out[:, 0] = False  # every prompt keeps a response possible under all three
+    log_ratios = log_ratios.masked_fill(ruled_out, -math.inf)
+    exact = bsmd.solve_empirical(log_ratios, mask, log_weights)
+    assert exact.converged and 0 < exact.weights[2] < 1e-12
+    result = bsmd.solve_weights(log_ratios, steps=2000, batch_size=batch_size, mask=mask, log_weights=log_weights)
+    assert (result.weights - exact.weights).abs().sum() <= 0.02
+    assert result.weights[2] > 0
+    assert bsmd.objective(log_ratios, result.weights, mask, log_weights) <= bsmd.objective(
+        log_ratios, result.average, mask, log_weights)
 
 
 # ------------------------------------------------------------------------------ acceptance (issue)
