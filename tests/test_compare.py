@@ -488,6 +488,83 @@ def test_a_clear_gain_is_significant_and_seeds_pair_by_seed(tmp_path: Path, caps
     assert "| mpo | 0.1 | 0;1 | 16 | +0.250 [+0.250, +0.250] * |" in capsys.readouterr().out
 
 
+SEED_LEVEL_KEYS = ("seed_ci_low", "seed_ci_high", "seed_t_low", "seed_t_high", "seed_significant", "per_seed")
+
+
+def test_paired_csv_has_the_seed_level_test_matching_plain_loops(multirun: Path, tmp_path: Path) -> None:
+    from tests.test_statistics import plain_hierarchical, plain_seed_stats, plain_t
+
+    written = compare.main([str(multirun), "--baseline", "maxmin_rlhf", "--resamples", "200",
+                            "--bootstrap-seed", "3", "--out", str(tmp_path / "out")])
+    lines = read_csv(written["paired_csv"])
+    files = {(r["label"], r["seed"]): r for r in (json.loads(f.read_text()) for f in multirun.glob("*/results.json"))}
+    names = ["min_win_rate", *(f"win_rate/{o}" for o in OBJECTIVES)]
+    assert all(f"{name}/{key}" in lines[0] for name in names for key in SEED_LEVEL_KEYS)
+    for line in lines:
+        ours, theirs = paired_inputs(files, line["label"], "maxmin_rlhf")
+        boot = plain_hierarchical(ours, theirs, 200, 0.95, 3)
+        for j, (name, (low, high)) in enumerate(zip(names, boot)):
+            per_seed = [plain_seed_stats(ours, theirs, s, list(range(N_PROMPTS)))[j] for s in range(len(SEEDS))]
+            t_low, t_high = plain_t(per_seed, 0.95)
+            got = [float(line[f"{name}/{k}"]) for k in ("seed_ci_low", "seed_ci_high", "seed_t_low", "seed_t_high")]
+            assert got == pytest.approx([low, high, t_low, t_high], abs=1e-9), (line["label"], name)
+            assert [float(v) for v in line[f"{name}/per_seed"].split(";")] == pytest.approx(per_seed, abs=1e-12)
+            assert line[f"{name}/seed_significant"] == str((low > 0 and t_low > 0) or (high < 0 and t_high < 0))
+    table = written["paired_markdown"].read_text()
+    assert "| Δ min win-rate | seed-level |" in table and "conditions on the trained seeds" in table
+
+
+def seed_spread_runs(shifts: dict[int, float]) -> list[dict]:
+    """maxmin_rlhf (per-prompt win-rates halved, then +0.1) and mpo (the same per-prompt win-rates + shifts[seed])
+    for each seed in ``shifts``: MPO − baseline is shifts[seed] − 0.1 on every prompt of that seed."""
+    runs = []
+    for seed, shift in shifts.items():
+        base = make_result("maxmin_rlhf", "maxmin_rlhf", seed)
+        base["per_prompt"]["win_rate"] = {o: [v * 0.5 for v in values]
+                                          for o, values in base["per_prompt"]["win_rate"].items()}
+        runs += [shifted(base, 0.1), shifted(dict(base, label="mpo", method="mpo"), shift)]
+    return runs
+
+
+def paired_report(tmp_path: Path, name: str, runs: list[dict]) -> tuple[str, dict, str]:
+    """The β = 0.1 reading line of report.md, the mpo row of the paired CSV and the paired table."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for i, result in enumerate(runs):
+        (folder / f"{i}.json").write_text(json.dumps(result))
+    written = compare.main([*(str(folder / f"{i}.json") for i in range(len(runs))), "--baseline", "maxmin_rlhf",
+                            "--resamples", "200", "--out", str(folder / "out")])
+    report = written["report"].read_text()
+    (line,) = [x for x in report.splitlines() if x.startswith("- **reviews, β = 0.1**")]
+    (paired,) = read_csv(written["paired_csv"])
+    return line, paired, written["paired_markdown"].read_text()
+
+
+def test_report_says_which_claims_survive_the_seed_level_test(tmp_path: Path) -> None:
+    # the same gain on every seed: significant over prompts and it survives the seed-level test
+    line, paired, table = paired_report(tmp_path, "constant", seed_spread_runs({0: 0.35, 1: 0.35}))
+    assert "Δ +0.250 [+0.250, +0.250] over prompts within 2 seed(s), significant; seed-level [+0.250, +0.250]; " \
+           "t [+0.250, +0.250]: survives" in line
+    assert paired["min_win_rate/seed_significant"] == "True"
+    assert "| mpo | 0.1 | 0;1 | 16 | +0.250 [+0.250, +0.250] * | [+0.250, +0.250]; t [+0.250, +0.250] † |" in table
+
+    # +0.30 on seed 0, −0.05 on seed 1: exact within each seed (a zero-width CI over prompts), not across seeds
+    line, paired, table = paired_report(tmp_path, "spread", seed_spread_runs({0: 0.4, 1: 0.05}))
+    t_low, t_high = 0.125 - T_975_DF1 * statistics.stdev([0.3, -0.05]) / math.sqrt(2), \
+        0.125 + T_975_DF1 * statistics.stdev([0.3, -0.05]) / math.sqrt(2)
+    assert (paired["min_win_rate/significant"], paired["min_win_rate/seed_significant"]) == ("True", "False")
+    assert (f"Δ +0.125 [+0.125, +0.125] over prompts within 2 seed(s), significant; seed-level [-0.050, +0.300]; "
+            f"t [{t_low:+.3f}, {t_high:+.3f}]: does not survive") in line
+    assert f"| +0.125 [+0.125, +0.125] * | [-0.050, +0.300]; t [{t_low:+.3f}, {t_high:+.3f}] |" in table
+
+    # one seed: no seed-to-seed spread to test against
+    line, paired, table = paired_report(tmp_path, "one", seed_spread_runs({0: 0.35}))
+    assert line.count("the seed-level test needs ≥ 2 seeds (this pair has 1)") == 1 and "survive" not in line
+    assert all(paired[f"min_win_rate/{k}"] == "" for k in SEED_LEVEL_KEYS[:5])
+    assert "| +0.250 [+0.250, +0.250] * | n/a (1 seed) |" in table
+    assert not re.search(r"\b(nan|inf)\b", line + table, re.IGNORECASE)
+
+
 def refusal(paths: list[Path], capsys, *flags: str) -> str:
     """The one-line error main() exits with (status 2), as argparse reports user errors."""
     with pytest.raises(SystemExit) as exit_info:

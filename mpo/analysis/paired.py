@@ -1,10 +1,20 @@
 """Paired differences against one baseline (``python -m mpo.compare --baseline LABEL``, docs/design.md §5):
 for every other row of the same (task, policy, β), method − baseline for the min win-rate and each objective's
 win-rate, by a stratified paired bootstrap over the per-prompt win-rates both runs were evaluated on (same
-prompts, paired by seed); written as ``paired_vs_<LABEL>.md`` and ``.csv``."""
+prompts, paired by seed); written as ``paired_vs_<LABEL>.md`` and ``.csv``.
+
+That CI conditions on the trained seeds. Every row also carries the seed-level test (`seed_level_differences`):
+a hierarchical bootstrap (seeds, then prompts within each drawn seed) and a Student-t interval over the per-seed
+differences; a difference survives it where both exclude 0. Per quantity (``min_win_rate``,
+``win_rate/<objective>``) the keys are ``diff``, ``ci_low``, ``ci_high``, ``significant`` (over prompts within
+seeds), then ``seed_ci_low``, ``seed_ci_high`` (hierarchical bootstrap), ``seed_t_low``, ``seed_t_high``
+(t, n − 1 dof), ``seed_significant`` (both exclude 0) and ``per_seed`` (the per-seed differences, ``;``-joined
+in ``seeds`` order). With one seed the seed-level bounds are NaN (empty CSV cells), ``seed_significant`` is
+empty and the table reads n/a."""
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Mapping
@@ -83,15 +93,16 @@ def _paired_row(method: list[dict], baseline: list[dict], *, resamples: int, lev
     with CI and significance; None (with a warning) when no seed has both runs."""
     import torch  # only --baseline needs it
 
-    from mpo.core.stats import paired_differences
+    from mpo.core.stats import paired_differences, seed_level_differences
 
     pairs = _paired_seeds(method, baseline)
     if not pairs:
         return None
     objectives, ours, theirs, sizes = _paired_data(pairs)
-    differences = paired_differences([torch.tensor(r, dtype=torch.float64) for r in ours],
-                                     [torch.tensor(r, dtype=torch.float64) for r in theirs],
-                                     resamples=resamples, level=level, seed=seed)
+    ours_t = [torch.tensor(r, dtype=torch.float64) for r in ours]
+    theirs_t = [torch.tensor(r, dtype=torch.float64) for r in theirs]
+    differences = paired_differences(ours_t, theirs_t, resamples=resamples, level=level, seed=seed)
+    seed_level = seed_level_differences(ours_t, theirs_t, resamples=resamples, level=level, seed=seed)
     first = method[0]
     row: dict[str, Any] = {
         "task": first["task"], "policy": first["policy"], "method": first["method"], "label": first["label"],
@@ -100,9 +111,14 @@ def _paired_row(method: list[dict], baseline: list[dict], *, resamples: int, lev
         "n_prompts": sizes[0] if len(set(sizes)) == 1 else ";".join(map(str, sizes)),
         "resamples": resamples, "ci_level": level,
     }
-    for name, d in zip(["min_win_rate", *(f"win_rate/{o}" for o in objectives)], differences):
+    names = ["min_win_rate", *(f"win_rate/{o}" for o in objectives)]
+    for name, d, e in zip(names, differences, seed_level, strict=True):
         row.update({f"{name}/diff": d.mean, f"{name}/ci_low": d.low, f"{name}/ci_high": d.high,
-                    f"{name}/significant": d.significant})
+                    f"{name}/significant": d.significant,
+                    f"{name}/seed_ci_low": e.low, f"{name}/seed_ci_high": e.high,
+                    f"{name}/seed_t_low": e.t_low, f"{name}/seed_t_high": e.t_high,
+                    f"{name}/seed_significant": e.significant,
+                    f"{name}/per_seed": ";".join(repr(v) for v in e.per_seed)})
     return row
 
 
@@ -139,30 +155,61 @@ def _paired_objectives(rows: list[dict]) -> list[str]:
 
 
 def _fmt_difference(row: dict, name: str) -> str:
-    """``+0.031 [+0.010, +0.052] *`` (the star: the CI excludes 0)."""
+    """``+0.031 [+0.010, +0.052] *`` (the star: the CI over prompts within seeds excludes 0)."""
     if f"{name}/diff" not in row:
         return "–"
     text = format_ci(row[f"{name}/diff"], row[f"{name}/ci_low"], row[f"{name}/ci_high"], 3, signed=True)
     return text + (" *" if row[f"{name}/significant"] else "")
 
 
+def seed_level_text(row: dict, name: str, digits: int = 3) -> str:
+    """``[-0.200, +0.030]; t [-0.350, +0.180]``: the seed-level CIs (hierarchical bootstrap; t over per-seed
+    differences), or ``n/a (1 seed)`` where they are undefined."""
+    bounds = [row.get(f"{name}/{k}", math.nan) for k in ("seed_ci_low", "seed_ci_high", "seed_t_low", "seed_t_high")]
+    if any(not isinstance(b, float) or math.isnan(b) for b in bounds):
+        return f"n/a ({row['n']} seed)" if row.get("n") == 1 else "n/a"
+    low, high, t_low, t_high = (f"{b:+.{digits}f}" for b in bounds)
+    return f"[{low}, {high}]; t [{t_low}, {t_high}]"
+
+
+def _fmt_seed_level(row: dict, name: str) -> str:
+    """The seed-level cell: `seed_level_text` and † where the difference survives it."""
+    if f"{name}/diff" not in row:
+        return "–"
+    return seed_level_text(row, name) + (" †" if row.get(f"{name}/seed_significant") else "")
+
+
 def paired_markdown(rows: list[dict], baseline: str, *, resamples: int, level: float, seed: int) -> str:
-    """The paired differences against ``baseline`` as a markdown table with a footnote on the method."""
+    """The paired differences against ``baseline`` as a markdown table with a footnote on the method: per
+    quantity the difference with its CI over prompts within seeds, then its seed-level CIs."""
     objectives = _paired_objectives(rows)
     lead = [k for k in ("task", "policy") if varies(rows, k)] if rows else []
-    header = lead + ["method", "β", "seeds", "prompts", "Δ min win-rate"] + [f"Δ win-rate {o}" for o in objectives]
-    lines = [f"Paired differences against `{baseline}` (method − baseline), mean [{level:.0%} CI]; "
-             "* = the CI excludes 0.", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    quantities = [("min win-rate", "min_win_rate")] + [(f"win-rate {o}", f"win_rate/{o}") for o in objectives]
+    header = lead + ["method", "β", "seeds", "prompts"]
+    for title, _ in quantities:
+        header += [f"Δ {title}", "seed-level"]
+    lines = [f"Paired differences against `{baseline}` (method − baseline), mean [{level:.0%} CI over prompts "
+             "within seeds]; * = that CI excludes 0. Seed-level: [hierarchical bootstrap CI]; t [Student-t CI "
+             "over the per-seed differences]; † = both exclude 0: the difference survives the seed-level test.",
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [str(r[k]) for k in lead] + [str(r["label"]).replace("|", "\\|"), f"{r['beta']:g}",
                                             str(r["seeds"]), str(r["n_prompts"])]
-        cells += [_fmt_difference(r, "min_win_rate")] + [_fmt_difference(r, f"win_rate/{o}") for o in objectives]
+        for _, name in quantities:
+            cells += [_fmt_difference(r, name), _fmt_seed_level(r, name)]
         lines.append("| " + " | ".join(cells) + " |")
     if not rows:
         lines.append("| " + " | ".join(["(no other run to compare)"] + [""] * (len(header) - 1)) + " |")
-    lines += ["", f"Runs paired by seed, on the same evaluation prompts. Percentile bootstrap over prompts "
+    lines += ["", f"Runs paired by seed, on the same evaluation prompts. Δ [CI]: percentile bootstrap over prompts "
               f"({resamples} resamples, generator seed {seed}) drawing the same prompts for both runs; with "
               "several seeds, prompts are resampled within each seed and the difference is averaged over seeds. "
+              "It conditions on the trained seeds: it says how sure the difference is for these trained policies, "
+              "not for another training run. Seed-level: the seeds taken as a sample of training runs. The "
+              f"hierarchical bootstrap ({resamples} resamples, generator seed {seed}) resamples seeds with "
+              "replacement, then prompts within each drawn seed (the same prompts for both runs); with few seeds "
+              "it can only reuse the seeds seen, so its interval is about the range of the per-seed differences. "
+              f"t: mean ± t(n − 1) · sd / √n over the n per-seed differences (each on all its prompts), at {level:.0%}. "
+              "† needs both; n/a: one seed shows no seed-to-seed spread, so the seed-level test needs ≥ 2 seeds. "
               "Δ min win-rate compares each run's own minimum over objectives (possibly different objectives)."]
     return "\n".join(lines) + "\n"
 

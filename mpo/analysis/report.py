@@ -2,7 +2,8 @@
 `mpo.compare` builds (docs/design.md §5). Every sentence is computed from the numbers; none is written by hand.
 
 The reading answers the paper's two claims per β: is MPO's min win-rate at least that of the baseline (and of
-Reward Soups), by the paired test when there is one; and what MPO costs against the baseline's own stages,
+Reward Soups), by the paired test when there is one (over prompts within the trained seeds, and whether that
+verdict survives the seed-level test: seeds taken as a sample of training runs, `mpo.analysis.paired`); and what MPO costs against the baseline's own stages,
 with and without training its single-objective policies (the paper: about a quarter of MaxMin-RLHF's).
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
+from mpo.analysis.paired import seed_level_text
 
 MPO, SOUPS = "mpo", "reward_soups"
 
@@ -27,8 +30,22 @@ def _ratio(a: float, b: float) -> str:
     return "–" if math.isnan(a) or math.isnan(b) or b <= 0 else f"{a / b:.2f}"
 
 
+def _seed_verdict(match: dict) -> str:
+    """``seed-level [-0.200, +0.030]; t [-0.350, +0.180]: does not survive``: whether the prompt-level verdict
+    holds when the seeds are taken as a sample of training runs; with one seed, that it needs two."""
+    if match["n"] < 2 or match.get("min_win_rate/seed_significant") is None:
+        return f"the seed-level test needs ≥ 2 seeds (this pair has {match['n']})"
+    survives, prompt_level = match["min_win_rate/seed_significant"], match["min_win_rate/significant"]
+    if prompt_level:
+        verdict = "survives" if survives else "does not survive"
+    else:
+        verdict = "significant at seed level only" if survives else "not significant either"
+    return f"seed-level {seed_level_text(match, 'min_win_rate')}: {verdict}"
+
+
 def _versus(ours: dict, theirs: dict, paired: list[dict]) -> str:
-    """``0.669 vs 0.516: Δ +0.153 [+0.09, +0.21], significant`` (paired), or the two means."""
+    """``0.669 vs 0.516: Δ +0.153 [+0.09, +0.21] over prompts within 3 seeds, significant; seed-level [...];
+    t [...]: survives`` (paired), or the two means."""
     text = f"{_num(ours['min_win_rate/mean'], '.3f')} vs {_num(theirs['min_win_rate/mean'], '.3f')}"
     match = next((p for p in paired if p["label"] == ours["label"] and p["baseline"] == theirs["label"]
                   and p["beta"] == ours["beta"] and p["task"] == ours["task"]), None)
@@ -36,7 +53,8 @@ def _versus(ours: dict, theirs: dict, paired: list[dict]) -> str:
         return text + " (no paired test)"
     verdict = "significant" if match["min_win_rate/significant"] else "not significant"
     diff, low, high = (_num(match[f"min_win_rate/{k}"], "+.3f") for k in ("diff", "ci_low", "ci_high"))
-    return text + f": Δ {diff} [{low}, {high}], {verdict} (paired over {match['n']} seed(s) × prompts)"
+    return (text + f": Δ {diff} [{low}, {high}] over prompts within {match['n']} seed(s), {verdict}; "
+            + _seed_verdict(match))
 
 
 def _cost_line(ours: dict, theirs: dict) -> str:
