@@ -27,6 +27,10 @@ def mpo_label(method: MPOMethod, weights: list[float]) -> str:
         label = weights_label("mpo", weights)
     else:
         label = "mpo"
+        if method.criterion != "regret":
+            tags.append(method.criterion)
+        if method.target != "sequence":
+            tags.append(f"target={method.target}")
         if method.solver == "bsmd":
             tags.append("bsmd")
         if method.estimator.proposal != "mixture":
@@ -34,7 +38,9 @@ def mpo_label(method: MPOMethod, weights: list[float]) -> str:
         if method.estimator.round2_samples:
             tags.append(f"round2={method.estimator.round2_samples}")
     default = MPOMethod()
-    if method.decoding != default.decoding or method.num_candidates != default.num_candidates:
+    if method.target == "token" and method.weights is None:
+        pass  # the decoding is the target's (decoding=token): the tag says it
+    elif method.decoding != default.decoding or method.num_candidates != default.num_candidates:
         tags.append("token" if method.decoding == "token" else f"seq×{method.num_candidates}")
     if method.singles != "dpo":
         tags.append(f"{method.singles}-singles")
@@ -72,7 +78,9 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
     else:
         weights, solved = max_min_weights(ctx, method, objectives)
         info.update(solved)
-        source = method.solver
+        source = method.solver if method.criterion == "regret" else method.criterion
+        if method.target == "token":
+            source = f"{method.criterion}/token"
     models, tokenizers = load_components(ctx, [single_policy(ctx, k, by=method.singles) for k in objectives])
     mixture = LogLinearMixture(models, weights.tolist(), tokenizers=tokenizers)
     # one policy with all the weight: its token-level and sequence-level mixtures coincide, resampling is moot

@@ -205,11 +205,17 @@ def wandb_objectives(summary: Mapping) -> list[str]:
 
 
 def weights_source(method: str, config: Mapping) -> str | None:
-    """As `mpo.methods.mpo` decides it: preset ``method.weights``, else the solver's (``method.solver``)."""
+    """As `mpo.methods.mpo` decides it: preset ``method.weights``; else ``<criterion>/token`` for the token-level
+    target, ``win_rate`` for that criterion, or the regret solver's (``method.solver``)."""
     if flat_get(config, "method.weights_source"):
         return flat_get(config, "method.weights_source")
     if flat_get(config, "method.weights") is not None:
         return "preset"
+    criterion = flat_get(config, "method.criterion") or "regret"
+    if method == "mpo" and flat_get(config, "method.target") == "token":
+        return f"{criterion}/token"
+    if method == "mpo" and criterion == "win_rate":
+        return "win_rate"
     return (flat_get(config, "method.solver") or "bsmd") if method == "mpo" else None
 
 

@@ -216,6 +216,24 @@ class BSMDConfig:
 
 
 @dataclass
+class TokenGameConfig:
+    # how the game over the token-level family is estimated (method.target=token): "direct" = draws of q_λ itself at
+    # every grid point, compared with π_ref's proposal draws (no importance weights); "reweighted" = the cached
+    # proposal samples reweighted toward q_λ (cheaper, unsound where q_λ and the proposals hardly overlap)
+    estimator: str = "direct"
+    # direct: the first n_prompts of the proposal's prompts, draws per prompt at each grid point
+    n_prompts: int = 128
+    samples_per_prompt: int = 4
+    # direct, K = 2: grid points 0, 1/grid_steps, ..., 1 for λ_1 (K ≥ 3 uses mpo.core.token_game.token_grid)
+    grid_steps: int = 10
+
+    def __post_init__(self) -> None:
+        check_choice(self.estimator, "method.token_game.estimator", ("direct", "reweighted"))
+        if self.n_prompts < 1 or self.samples_per_prompt < 1 or self.grid_steps < 1:
+            raise ConfigError("method.token_game.n_prompts, samples_per_prompt and grid_steps must be >= 1")
+
+
+@dataclass
 class MPOMethod(MethodConfig):
     _target_: str = "mpo.methods.mpo"
     name: str = "mpo"
@@ -226,6 +244,14 @@ class MPOMethod(MethodConfig):
     # which λ the mixture uses: "exact" (the certified minimiser of the sample objective) or "bsmd" (the
     # paper's stochastic mirror descent); both are computed and reported
     solver: str = "exact"
+    # what λ equalises: "regret" (the paper's max-min, min_λ F(λ): regret in nats, on each π_k's own implicit-reward
+    # scale) or "win_rate" (max_λ min_k of the mixture's win-rate against π_ref under each π_k's ranking, from the
+    # same cached samples: mpo.core.winrate)
+    criterion: str = "regret"
+    # the law λ is chosen for: "sequence" (the paper's: the sequence-level mixture Π_k π_k^λ_k / Z) or "token" (the
+    # token-level mixture that decoding=token samples at K forward passes per token: mpo.core.token_game)
+    target: str = "sequence"
+    token_game: TokenGameConfig = field(default_factory=TokenGameConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     bsmd: BSMDConfig = field(default_factory=BSMDConfig)
     # "sequence" (default): sampling-importance-resampling toward the sequence-level mixture, the one λ is optimal
@@ -239,6 +265,22 @@ class MPOMethod(MethodConfig):
         check_choice(self.singles, "method.singles", SINGLES)
         check_choice(self.decoding, "method.decoding", ("token", "sequence"))
         check_choice(self.solver, "method.solver", ("exact", "bsmd"))
+        check_choice(self.criterion, "method.criterion", ("regret", "win_rate"))
+        check_choice(self.target, "method.target", ("sequence", "token"))
+        if self.target == "token" and self.decoding != "token":
+            raise ConfigError("method.target=token chooses λ for the token-level mixture, but method.decoding="
+                              f"{self.decoding} decodes another law: add method.decoding=token (or use method=mpo_token)")
+        if self.target == "token" and self.token_game.n_prompts > self.estimator.n_prompts:
+            raise ConfigError(f"method.token_game.n_prompts={self.token_game.n_prompts} compares with π_ref's proposal "
+                              f"draws of method.estimator.n_prompts={self.estimator.n_prompts} prompts: lower it")
+        if self.target == "token" and self.estimator.round2_samples:
+            raise ConfigError("method.target=token plays the game on the first-round proposal samples: set "
+                              "method.estimator.round2_samples=0")
+        if self.target == "token" and self.solver == "bsmd":
+            raise ConfigError("method.target=token has its own solve (mpo.core.token_game): drop method.solver=bsmd")
+        if self.criterion == "win_rate" and self.solver == "bsmd":
+            raise ConfigError("method.solver=bsmd solves the regret game; method.criterion=win_rate has its own "
+                              "solve (mpo.core.winrate): drop method.solver=bsmd or use method.criterion=regret")
 
 
 @dataclass

@@ -137,9 +137,11 @@ def _number(value: Any) -> float | int | None:
 def _mpo_diagnostics(info: Mapping[str, Any]) -> dict[str, float | int]:
     """MPO's weight-solve diagnostics as ``mpo/...`` metrics (absent for other methods)."""
     named = {f"mpo/{key}": info.get(key)
-             for key in ("duality_gap", "bsmd_l1_from_exact", "bsmd_gap_from_exact", "certificate_spread_on_support")}
-    for group in ("ess", "weights_bsmd", "weights_exact", "certificate", "self_check_mixture",
-                  "self_check_reference_only"):
+             for key in ("duality_gap", "bsmd_l1_from_exact", "bsmd_gap_from_exact", "certificate_spread_on_support",
+                         "neg_objective", "token_median_ess")}
+    for group in ("ess", "weights_bsmd", "weights_exact", "weights_win_rate", "weights_token", "token_estimated_kl",
+                  "token_estimated_win_rates", "estimated_win_rates", "estimated_win_rates_at_regret_weights",
+                  "certificate", "self_check_mixture", "self_check_reference_only"):
         named.update({f"mpo/{group}/{key}": value for key, value in (info.get(group) or {}).items()})
     return {key: number for key, value in named.items() if (number := _number(value)) is not None}
 

@@ -220,6 +220,31 @@ class LogLinearMixture:
         token_logp = in_row_blocks(ids.shape[0], ids.shape[1], self.vocab_size, score)
         return token_logp.masked_fill(~mask, 0.0).sum(-1)
 
+    @torch.no_grad()
+    def grid_log_normalisers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                             response_mask: torch.Tensor | None = None, *, grid: torch.Tensor,
+                             prompt_len: int | None = None,
+                             eos_token_id: int | Sequence[int] | None = None) -> torch.Tensor:
+        """[B, G] A_λ(y) = Σ_t log Σ_v Π_k π_k(v|x, y_<t)^λ_k over the response tokens, for every row λ of ``grid``
+        [G, K] (every model runs, whatever the mixture's own weights): log q_λ(y) = Σ_k λ_k log π_k(y) − A_λ(y)
+        for the token-level mixture at λ (`mpo.core.token_game`). Arguments as `component_logprobs`."""
+        mask = self._response_mask(input_ids, attention_mask, response_mask, prompt_len, eos_token_id)
+        ids, attention, positions = self._forward_args(input_ids, attention_mask)
+        points = torch.as_tensor(grid, dtype=torch.float32, device=self.device)
+        if points.ndim != 2 or points.shape[1] != self.num_models:
+            raise ValueError(f"grid must be [G, K={self.num_models}], got shape {tuple(points.shape)}")
+
+        def score(rows: slice) -> torch.Tensor:  # [rows, G], summed over the rows' response tokens
+            logps = torch.stack([torch.log_softmax(model(input_ids=ids[rows].to(model.device),
+                                                         attention_mask=attention[rows].to(model.device),
+                                                         position_ids=positions[rows].to(model.device)
+                                                         ).logits[:, :-1].float(), -1).to(self.device)
+                                 for model in self.models], -1)  # [rows, L-1, V, K]
+            per_token = torch.stack([torch.logsumexp(logps @ lam, -1) for lam in points], -1)  # [rows, L-1, G]
+            return per_token.double().masked_fill(~mask[rows, :, None], 0.0).sum(1)
+
+        return in_row_blocks(ids.shape[0], ids.shape[1], self.vocab_size * (self.num_models + 1), score)
+
     # -------------------------------------------------------------------------------------- generation
 
     def decoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -160,7 +160,7 @@ class MethodOutput:
     policy: TextPolicy
     label: str
     weights: dict[str, float] | None = None
-    weights_source: str | None = None  # "bsmd" | "exact" | "preset" | None
+    weights_source: str | None = None  # "bsmd" | "exact" | "win_rate" | "preset" | None
     info: dict[str, Any] = field(default_factory=dict)
 
 
