@@ -46,6 +46,12 @@ def test_method_node_is_typed(compose_cfg):
     (["method=morlhf", "method.rl.algorithm=ppo"], "rl.algorithm='ppo'"),
     (["logger.mode=sometimes"], "logger.mode='sometimes'"),
     (["task.objectives.sentiment.pairs.labeling=coinflip"], "pairs.labeling='coinflip'"),
+    (["method=mpo", "method.criterion=winrate"], "method.criterion='winrate'"),
+    (["method=mpo", "method.criterion=win_rate", "method.solver=bsmd"], "drop method.solver=bsmd"),
+    (["method=mpo", "method.target=token"], "add method.decoding=token"),
+    (["method=mpo_token", "method.estimator.round2_samples=4"], "round2_samples=0"),
+    (["method=mpo_token", "method.token_game.n_prompts=512"], "token_game.n_prompts=512"),
+    (["method=mpo_token", "method.token_game.estimator=exact"], "token_game.estimator='exact'"),
 ])
 def test_bad_values_fail_naming_the_key(compose_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -300,6 +300,49 @@ def test_proposal_tensor_scores_the_sampled_ids_under_every_model(built):
     assert (est.log_weights <= math.log(5 / 1) + 1e-9).all()  # π_ref/q ≤ 1/α_ref
 
 
+TOKEN_GAME = ("method=mpo_token", "method.estimator.n_prompts=3", "method.estimator.samples_per_prompt=5",
+              "method.estimator.reference_share=0.2", "method.token_game.n_prompts=2",
+              "method.token_game.samples_per_prompt=2", "method.token_game.grid_steps=2")
+
+
+def test_token_game_draws_are_the_token_level_mixture_at_each_grid_point(built):
+    """At a vertex of the grid the token-level mixture is that π_k, so log q_λ/π_ref of its draws is ℓ_k exactly;
+    between, log q_λ is the mixture's own per-step law (checked by hand); λ from the draws is on the simplex."""
+    from mpo.core.token_game import direct_token_game
+    from mpo.stages.estimation import proposal_tensor, token_game_draws
+
+    ctx = context(built.root, *TOKEN_GAME)
+    method = ctx.cfg.method
+    draws = token_game_draws(ctx, OBJECTIVES, method)
+    grid, ell, log_q = draws["grid"], draws["log_ratios"], draws["log_q_over_ref"]
+    assert grid.tolist() == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    assert ell.shape == (3, 2, 2, 2) and log_q.shape == (3, 2, 2) and torch.isfinite(ell).all()
+    assert torch.allclose(log_q[0], ell[0, ..., 1], atol=2e-4) and torch.allclose(log_q[2], ell[2, ..., 0], atol=2e-4)
+    assert not torch.allclose(log_q[1], ell[1] @ grid[1].to(ell.dtype), atol=1e-3)  # A_λ < 0 between the vertices
+    tensor, _ = proposal_tensor(ctx, OBJECTIVES, method.estimator)
+    solution = direct_token_game(ell, log_q, tensor.reference_rows()[:2], grid, "win_rate")
+    assert abs(float(solution.weights.sum()) - 1) < 1e-12 and (solution.weights >= 0).all()
+    assert token_game_draws(context(built.root, *TOKEN_GAME), OBJECTIVES, method)["log_ratios"].equal(ell)  # reused
+
+
+def test_max_min_weights_by_win_rate_and_for_the_token_target(built):
+    """criterion=win_rate returns `solve_win_rate`'s λ on the cached tensor, with the regret solves beside it;
+    target=token returns the token-level game's λ, with its grid estimates in the info."""
+    from mpo.core.winrate import solve_win_rate
+    from mpo.stages.estimation import max_min_weights, proposal_tensor
+
+    ctx = context(built.root, "method=mpo", *TOKEN_GAME[1:4], "method.criterion=win_rate")
+    weights, info = max_min_weights(ctx, ctx.cfg.method, OBJECTIVES)
+    est = proposal_tensor(ctx, OBJECTIVES, ctx.cfg.method.estimator)[0].estimate()
+    assert weights.tolist() == solve_win_rate(est.log_ratios, log_weights=est.log_weights).weights.tolist()
+    assert info["criterion"] == "win_rate" and set(info["weights_exact"]) == set(OBJECTIVES)
+    assert all(0 <= v <= 1 for v in info["estimated_win_rates"].values())
+    ctx = context(built.root, *TOKEN_GAME)
+    weights, info = max_min_weights(ctx, ctx.cfg.method, OBJECTIVES)
+    assert info["target"] == "token" and info["token_estimator"] == "direct"
+    assert list(info["weights_token"].values()) == weights.tolist() and len(info["token_grid_win_rates"]) == 3
+
+
 def test_proposal_sampling_uses_the_models_own_density(built):
     """Temperature 1 and no top-p whatever the evaluation decodes with: an importance weight needs it."""
     from mpo.stages.estimation import proposal_decoding
