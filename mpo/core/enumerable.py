@@ -285,3 +285,34 @@ def _conditionals_of(joint: Tensor, vocab: int, length: int) -> list[Tensor]:
         cond = torch.where(dead, forced.expand_as(cond), cond).clamp(min=_FORCED)
         out.append(cond)
     return out
+
+
+# ------------------------------------------------------------------------ resampling laws, exactly
+
+
+def sir_law(log_target: Tensor, log_components: Tensor, counts: list[int], draws: int,
+            generator: torch.Generator) -> Tensor:
+    """[X, Y] the law of sampling-importance-resampling toward ``log_target`` (unnormalised) from ``counts[j]``
+    candidates drawn from component j of ``log_components`` [X, Y, C], weighted against the balance density
+    q = Σ_j α_j q_j (α_j = counts[j]/n): one component is plain SIR; π_ref-free "defensive" resampling adds the π_k.
+
+    P(y) = Σ_j n_j·q_j(y)·w(y)·E[1/(w(y) + S_{−j})], S_{−j} the summed weights of the other n−1 candidates (one
+    j-draw left out); the expectation is averaged over ``draws`` candidate sets (smooth in w(y): far less noise
+    than a histogram of resampled responses).
+    """
+    n_prompts, _, n_components = log_components.shape
+    if len(counts) != n_components or sum(counts) < 1 or min(counts) < 0:
+        raise ValueError(f"counts {counts} must be {n_components} non-negative numbers, at least one candidate")
+    alpha = torch.tensor(counts, dtype=torch.float64) / sum(counts)
+    used = [j for j, c in enumerate(counts) if c > 0]
+    log_q = torch.logsumexp(log_components[..., used] + alpha[used].log(), -1)
+    log_w = log_target - log_q  # the target's normaliser cancels in the ratio
+    w = (log_w - log_w.max(1, keepdim=True).values).exp()
+    picks = [draw(log_components[..., j], draws * counts[j], generator).view(n_prompts, draws, counts[j]) for j in used]
+    weights = torch.gather(w, 1, torch.cat(picks, -1).flatten(1)).view(n_prompts, draws, -1)
+    total, law, first = weights.sum(-1), torch.zeros_like(w), 0
+    for j in used:
+        rest = total - weights[..., first]  # the other n−1 candidates: one of component j's draws left out
+        law += counts[j] * log_components[..., j].exp() * w * (1.0 / (w[:, :, None] + rest[:, None, :])).mean(-1)
+        first += counts[j]
+    return law / law.sum(1, keepdim=True)

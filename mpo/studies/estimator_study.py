@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from mpo.core.enumerable import TabularProblem, draw, tabular_problem
+from mpo.core.enumerable import sir_law as enumerable_sir_law
 from mpo.core.proposal import Estimate, mixture_estimate, reference_estimate, split_counts
 from mpo.core.solver import solve_empirical, solve_exact
 
@@ -115,20 +116,11 @@ def table(rows: list[dict]) -> str:
 
 
 def sir_law(log_target: Tensor, log_q: Tensor, n: int, draws: int, generator: torch.Generator) -> Tensor:
-    """[X, Y] the law of sampling-importance-resampling with n candidates from q toward the target.
-
-    P(y) = n·q(y)·w(y)·E[1/(w(y) + S)], S the sum of n−1 independent weights w = target/q under q; the
-    expectation is averaged over ``draws`` draws of S (smooth in w(y): far less noise than a histogram).
-    """
-    log_w = log_target - log_q  # unnormalised target: the normaliser cancels in the ratio
-    log_w = log_w - log_w.max(1, keepdim=True).values
+    """[X, Y] the law of sampling-importance-resampling with n candidates from q toward the target
+    (`mpo.core.enumerable.sir_law` with one component)."""
     if n == 1:
         return log_q.exp()
-    index = draw(log_q, draws * (n - 1), generator).view(log_q.shape[0], draws, n - 1)
-    rest = torch.gather(log_w.exp(), 1, index.flatten(1)).view_as(index).sum(-1)  # [X, draws]
-    w = log_w.exp()
-    law = n * log_q.exp() * w * (1.0 / (w[:, :, None] + rest[:, None, :])).mean(-1)
-    return law / law.sum(1, keepdim=True)
+    return enumerable_sir_law(log_target, log_q[..., None], [n], draws, generator)
 
 
 def decoding_rows(problem: TabularProblem, weights: Tensor, candidates: Sequence[int], beta: float = 0.1,
