@@ -12,7 +12,7 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from mpo.baselines.aggregation import MinOf, WeightedSum
+from mpo.baselines.aggregation import MinOf, MinOfExpected, WeightedSum
 from mpo.baselines.mixed_po import easy_threshold, hard_prompts, split_pairs, unique_pairs
 from mpo.baselines.reward_soups import interpolate
 from mpo.core.normalisation import PNormalizer, ZScore, fit_normalizer
@@ -107,6 +107,16 @@ def test_weighted_sum_and_min_of_per_sample():
     assert WeightedSum([lambda x, y: [len(r) for r in y], count_a], [0.25, 0.75])(prompts, responses) == \
         pytest.approx([0.25 * l + 0.75 * a for l, a in zip(lengths, a_counts)])
     assert MinOf([lambda x, y: [len(r) for r in y], count_a])(prompts, responses) == [3, 1, 0]
+
+
+def test_min_of_expected_scores_the_batch_by_its_worst_mean_objective():
+    """min_k E[r_k]: lengths average 11/3 and a-counts 4/3, so every sample gets its a-count; against a constant 4
+    the lengths' mean is lower, so every sample gets its length, 6 included (the per-sample min would give 4)."""
+    prompts, responses = ["p"] * 3, ["aaa", "ab", "bbbbbb"]
+    lengths = lambda x, y: [len(r) for r in y]  # noqa: E731
+    assert MinOfExpected([lengths, count_a])(prompts, responses) == [3, 1, 0]
+    assert MinOfExpected([lengths, lambda x, y: [4, 4, 4]])(prompts, responses) == [3, 2, 6]  # mean 3.67 < 4
+    assert MinOfExpected([lengths, lambda x, y: [4, 4, 4]]).__name__ == "min_of_expected"
 
 
 @pytest.mark.parametrize("weights, message", [

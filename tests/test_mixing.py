@@ -193,6 +193,44 @@ def test_sequence_level_resampling_approaches_sequence_level_target(sharp_mixtur
     assert via_generate.shape == (4, 2 + RESPONSE_LEN)
 
 
+def test_defensive_resampling_weights_are_the_target_over_the_balance_density(policies):
+    """Candidates from q_tok and from each π_k with λ_k > 0 (a zero-weight model draws none), weighted by
+    Π_k π_k^λ_k / (α_0 q_tok + Σ α_k π_k): the weights equal that ratio recomputed by full forwards, EOS included."""
+    from mpo.models.mixing import defensive_counts, sample_defensive
+
+    mixture = LogLinearMixture(policies, [0.35, 0.65, 0.0])
+    prompt = torch.tensor([[1, 2, 3]])
+    drawn = sample_defensive(mixture, prompt.repeat(5, 1), num_candidates=6, share=0.5, max_new_tokens=RESPONSE_LEN,
+                             generator=torch.Generator().manual_seed(4), eos_token_id=EOS, pad_token_id=EOS)
+    assert defensive_counts(6, 0.5, 2) == [3, 2, 1] and drawn.candidates.shape[:2] == (5, 6)
+    seqs = drawn.candidates.flatten(0, 1)
+    assert (seqs[:, 3:] == EOS).any()
+    components = mixture.component_logprobs(seqs, prompt_len=3, eos_token_id=EOS).double()
+    token = mixture.sequence_logprob(seqs, prompt_len=3, eos_token_id=EOS).double()
+    log_q = torch.logsumexp(torch.stack([token + torch.tensor(3 / 6).log(), components[:, 0] + torch.tensor(2 / 6).log(),
+                                         components[:, 1] + torch.tensor(1 / 6).log()], -1), -1)
+    want = 0.35 * components[:, 0] + 0.65 * components[:, 1] - log_q
+    torch.testing.assert_close(drawn.log_weights.flatten(), want, atol=1e-6, rtol=0)
+    assert ((drawn.sequences[:, None] == drawn.candidates).all(-1)).any(-1).all()  # each output is a candidate
+    assert (drawn.effective_sample_size <= 6 + 1e-6).all()
+    with pytest.raises(ValueError, match="at least 3 candidates"):
+        defensive_counts(2, 0.5, 2)
+
+
+def test_defensive_resampling_approaches_the_sequence_level_target(sharp_mixture):
+    mixture, _ = sharp_mixture
+    from mpo.models.mixing import sample_defensive
+
+    prompt, responses = torch.tensor([[1, 2]]), all_responses()
+    seqs = torch.cat([prompt.repeat(len(responses), 1), responses], 1)
+    components = mixture.component_logprobs(seqs, prompt_len=2).double()
+    target = torch.softmax(components @ torch.tensor(mixture.weights, dtype=torch.float64), 0)
+    token_tv = total_variation(mixture.sequence_logprob(seqs, prompt_len=2).double().exp(), target)
+    drawn = sample_defensive(mixture, prompt.repeat(1000, 1), num_candidates=8, share=0.5,
+                             max_new_tokens=RESPONSE_LEN, generator=torch.Generator().manual_seed(0))
+    assert total_variation(empirical(drawn.sequences, 2), target) < 0.5 * token_tv
+
+
 @torch.no_grad()
 def reference_log_weights(models, weights, seqs, prompt_len, *, temperature, top_p, min_new_tokens, eos):
     """log Π_k π_k(y)^λ_k − log q(y) by full forwards, q being the per-step sampling rule (EOS ban, T, top-p)."""
