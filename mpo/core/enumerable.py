@@ -65,7 +65,7 @@ def tabular_problem(*, prompts: int = 8, vocab: int = 4, length: int = 8, polici
     """π_ref with random per-prefix logits (scale ``ref_scale``) and K policies at mean KL(π_k‖π_ref) = ``kl``.
 
     π_k's logits are π_ref's plus s_k·δ_k, with δ_k random per prefix, correlated ``correlation`` across k
-    (policies fine-tuned from one base share part of their direction) and pulled ``away`` from π_ref's
+    (policies fine-tuned from one base share part of their direction; below 0, K = 2 policies pull apart) and pulled ``away`` from π_ref's
     own preferences (fine-tuning moves mass onto what π_ref finds unlikely: that is what makes KL large
     and π_ref samples useless). s_k is found by bisection so that the exact KL, averaged over prompts, is
     ``kl`` nats. The defaults (4^8 = 65,536 responses, π_ref's entropy ≈ 3 nats) reach KL ≈ 100.
@@ -75,9 +75,11 @@ def tabular_problem(*, prompts: int = 8, vocab: int = 4, length: int = 8, polici
     ref_logits = [ref_scale * torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
     shared = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
     columns = [[torch.log_softmax(r, -1) for r in ref_logits]]
-    for _ in range(policies):
+    for k in range(policies):
         own = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
-        direction = [math.sqrt(correlation) * c + math.sqrt(1 - correlation) * o - away * r / ref_scale
+        # a negative correlation gives the shared part alternating signs: the policies conflict
+        sign = -1.0 if correlation < 0 and k % 2 else 1.0
+        direction = [sign * math.sqrt(abs(correlation)) * c + math.sqrt(1 - abs(correlation)) * o - away * r / ref_scale
                      for c, o, r in zip(shared, own, ref_logits)]
         scale = _scale_for_kl(ref_logits, direction, kl)
         columns.append([torch.log_softmax(r + scale * d, -1) for r, d in zip(ref_logits, direction)])
