@@ -173,13 +173,19 @@ def test_token_level_sequence_distribution(sharp_mixture):
     assert total_variation(token_level.double().exp(), target) > 0.25  # the two mixtures really differ
 
 
+def sequence_target(mixture, prompt):
+    """The sequence-level target over every response to ``prompt``, and the token-level law's TV from it."""
+    responses = all_responses()
+    seqs = torch.cat([prompt.repeat(len(responses), 1), responses], 1)
+    components = mixture.component_logprobs(seqs, prompt_len=prompt.shape[1]).double()
+    target = torch.softmax(components @ torch.tensor(mixture.weights, dtype=torch.float64), 0)
+    return target, total_variation(mixture.sequence_logprob(seqs, prompt_len=prompt.shape[1]).double().exp(), target)
+
+
 def test_sequence_level_resampling_approaches_sequence_level_target(sharp_mixture):
     mixture, _ = sharp_mixture
-    prompt, responses = torch.tensor([[1, 2]]), all_responses()
-    seqs = torch.cat([prompt.repeat(len(responses), 1), responses], 1)
-    components = mixture.component_logprobs(seqs, prompt_len=2).double()
-    target = torch.softmax(components @ torch.tensor(mixture.weights, dtype=torch.float64), 0)
-    exact_token_tv = total_variation(mixture.sequence_logprob(seqs, prompt_len=2).double().exp(), target)
+    prompt = torch.tensor([[1, 2]])
+    target, exact_token_tv = sequence_target(mixture, prompt)
 
     draws = 1000
     prompts = prompt.repeat(draws, 1)
@@ -221,11 +227,8 @@ def test_defensive_resampling_approaches_the_sequence_level_target(sharp_mixture
     mixture, _ = sharp_mixture
     from mpo.models.mixing import sample_defensive
 
-    prompt, responses = torch.tensor([[1, 2]]), all_responses()
-    seqs = torch.cat([prompt.repeat(len(responses), 1), responses], 1)
-    components = mixture.component_logprobs(seqs, prompt_len=2).double()
-    target = torch.softmax(components @ torch.tensor(mixture.weights, dtype=torch.float64), 0)
-    token_tv = total_variation(mixture.sequence_logprob(seqs, prompt_len=2).double().exp(), target)
+    prompt = torch.tensor([[1, 2]])
+    target, token_tv = sequence_target(mixture, prompt)
     drawn = sample_defensive(mixture, prompt.repeat(1000, 1), num_candidates=8, share=0.5,
                              max_new_tokens=RESPONSE_LEN, generator=torch.Generator().manual_seed(0))
     assert total_variation(empirical(drawn.sequences, 2), target) < 0.5 * token_tv
