@@ -15,14 +15,18 @@ from mpo.store.artifacts import Artifact
 
 
 def build(ctx: RunContext, method: MaxMinMethod) -> MethodOutput:
-    from mpo.baselines.aggregation import MinOf
+    from mpo.baselines.aggregation import MinOf, MinOfExpected
 
     models = em_reward_models(ctx, method) if method.em else objective_reward_models(ctx)
     prompts, rewards, samples = normalised_rewards(ctx, method.rl, models)
     spec = {"method": "maxmin_rlhf", "em": method.em}
-    policy = rl_policy(ctx, "rl_maxmin", spec, method.rl, prompts, [MinOf(rewards)], None, [*models, samples])
+    reward = MinOf(rewards)
+    if method.min_of == "expected":  # a key of its own only here: the per-sample runs keep their artifacts
+        spec["min_of"], reward = "expected", MinOfExpected(rewards)
+    policy = rl_policy(ctx, "rl_maxmin", spec, method.rl, prompts, [reward], None, [*models, samples])
     info = {"reward_models": [m.key for m in models], "rl": policy.info}
-    label = "maxmin_rlhf[em]" if method.em else "maxmin_rlhf"
+    tags = [t for t, on in (("em", method.em), ("expected", method.min_of == "expected")) if on]
+    label = "maxmin_rlhf" + (f"[{','.join(tags)}]" if tags else "")
     return MethodOutput(load_policy(ctx, policy), label=label, info=info)
 
 

@@ -22,6 +22,8 @@ def mpo_label(method: MPOMethod, weights: list[float]) -> str:
     that differ only in decoding or estimator must not share a row (compare keeps one result per seed).
     ``weights`` are the mixture's, one per objective (shown for preset weights, which skip the solve, so
     solver and estimator settings do not show beside them)."""
+    if method.label:
+        return method.label + (f"[-{method.drop}]" if method.drop is not None else "")
     tags = []
     if method.weights is not None:
         label = weights_label("mpo", weights)
@@ -42,6 +44,8 @@ def mpo_label(method: MPOMethod, weights: list[float]) -> str:
         pass  # the decoding is the target's (decoding=token): the tag says it
     elif method.decoding != default.decoding or method.num_candidates != default.num_candidates:
         tags.append("token" if method.decoding == "token" else f"seq×{method.num_candidates}")
+    if method.defensive_share is not None:
+        tags.append(f"defensive={method.defensive_share:g}")
     if method.singles != "dpo":
         tags.append(f"{method.singles}-singles")
     if tags:
@@ -85,7 +89,8 @@ def mpo(ctx: RunContext, method: MPOMethod) -> MethodOutput:
     mixture = LogLinearMixture(models, weights.tolist(), tokenizers=tokenizers)
     # one policy with all the weight: its token-level and sequence-level mixtures coincide, resampling is moot
     mode = method.decoding if int((weights > 0).sum()) > 1 else "token"
-    policy = MixturePolicy(mixture, tokenizers[0], mode=mode, num_candidates=method.num_candidates)
+    policy = MixturePolicy(mixture, tokenizers[0], mode=mode, num_candidates=method.num_candidates,
+                           defensive_share=method.defensive_share)
     all_weights = {k: 0.0 for k in ctx.objectives} | dict(zip(objectives, map(float, weights)))
     label = mpo_label(method, [all_weights[k] for k in ctx.objectives])
     return MethodOutput(policy, label=label, weights=all_weights, weights_source=source, info=info)

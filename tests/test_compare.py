@@ -402,6 +402,11 @@ def test_mpo_rows_differing_in_decoding_or_estimator_get_their_own_labels():
         "mpo[w=0.80,0.20][seq×16]": MPOMethod(weights=[0.8, 0.2], decoding="sequence", num_candidates=16),
         "mpo[w=0.80,0.20]": MPOMethod(weights=[0.8, 0.2], estimator=EstimatorConfig(proposal="reference")),
         "mpo[bsmd][-sentiment]": MPOMethod(solver="bsmd", drop="sentiment"),
+        "mpo[win_rate]": MPOMethod(criterion="win_rate"),
+        "mpo[win_rate,target=token]": MPOMethod(criterion="win_rate", target="token", decoding="token"),
+        "mpo[target=token]": MPOMethod(target="token", decoding="token"),
+        "mpo[seq×16,defensive=0.5]": MPOMethod(num_candidates=16, defensive_share=0.5),
+        "mpo[paper]": MPOMethod(solver="bsmd", decoding="token", label="mpo[paper]"),
     }
     for want, method in variants.items():
         assert mpo_label(method, method.weights or [0.5, 0.5]) == want

@@ -52,6 +52,10 @@ def test_method_node_is_typed(compose_cfg):
     (["method=mpo_token", "method.estimator.round2_samples=4"], "round2_samples=0"),
     (["method=mpo_token", "method.token_game.n_prompts=512"], "token_game.n_prompts=512"),
     (["method=mpo_token", "method.token_game.estimator=exact"], "token_game.estimator='exact'"),
+    (["method=mpo_defensive", "method.defensive_share=1.5"], "method.defensive_share=1.5: the share"),
+    (["method=mpo_defensive", "method.decoding=token"], "with method.decoding=sequence"),
+    (["method=mpo_defensive", "eval.temperature=0.7"], "eval.temperature=0.7"),
+    (["method=maxmin_rlhf", "method.min_of=mean"], "method.min_of='mean'"),
 ])
 def test_bad_values_fail_naming_the_key(compose_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

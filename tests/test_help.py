@@ -78,7 +78,7 @@ def test_help_of_a_sweep_file(tmp_path):
 
 @pytest.mark.parametrize("override,line", [
     ("method=mpoo", "error: method=mpoo: no such method preset (did you mean 'mpo'?); the presets are maxmin_rlhf, "
-                    "mixed_po, morlhf, mpo, mpo_token, reference, reward_soups, reward_soups_mpo, single, single_0, single_1, "
+                    "maxmin_rlhf_expected, mixed_po, morlhf, mpo, mpo_defensive, mpo_paper, mpo_token, reference, reward_soups, reward_soups_mpo, single, single_0, single_1, "
                     "single_2"),
     ("method=_mpo", "error: method=_mpo is an internal schema entry, not a preset: use method=mpo (python -m mpo.run "
                     "--help lists the presets)"),

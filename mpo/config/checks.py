@@ -47,6 +47,7 @@ def check_config(config: Any) -> None:
     _check_trainer(config)
     _check_counts(config)
     _check_local_inputs(config)
+    _check_defensive(config)
 
 
 def _nodes(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -126,6 +127,14 @@ def _check_counts(config: Any) -> None:
             if field.name in COUNTS and isinstance(value, int) and not isinstance(value, bool) and value < 1:
                 where = f"{path}.{field.name}" if path else field.name
                 raise ConfigError(f"{where}={value}: must be at least 1 (it is a count)")
+
+
+def _check_defensive(config: Any) -> None:
+    """Defensive resampling weighs candidates by the policies' own laws: the evaluation must sample those."""
+    share = getattr(getattr(config, "method", None), "defensive_share", None)
+    if share is not None and (config.eval.temperature != 1.0 or config.eval.top_p < 1.0):
+        raise ConfigError(f"method.defensive_share={share} resamples the policies' own laws, but eval.temperature="
+                          f"{config.eval.temperature} eval.top_p={config.eval.top_p}: set both to 1 or drop the share")
 
 
 def _check_local_inputs(config: Any) -> None:

@@ -258,6 +258,11 @@ class MPOMethod(MethodConfig):
     # for, from num_candidates token-level draws per response; "token": the token-level mixture (one draw)
     decoding: str = "sequence"
     num_candidates: int = 64
+    # sequence decoding: share of the candidates drawn from the token-level mixture, the rest from the π_k with
+    # λ_k > 0, weighted against their balance density (defensive resampling); null = all from the token-level mixture
+    defensive_share: Optional[float] = None
+    # the row's label in place of the one the settings give (method=mpo_paper: mpo[paper]); null = from the settings
+    label: Optional[str] = None
     # the π_k it mixes: "dpo" on each objective's pairs, or "rl" on each objective's reward model
     singles: str = "dpo"
 
@@ -267,6 +272,9 @@ class MPOMethod(MethodConfig):
         check_choice(self.solver, "method.solver", ("exact", "bsmd"))
         check_choice(self.criterion, "method.criterion", ("regret", "win_rate"))
         check_choice(self.target, "method.target", ("sequence", "token"))
+        if self.defensive_share is not None and not (0 < self.defensive_share < 1 and self.decoding == "sequence"):
+            raise ConfigError(f"method.defensive_share={self.defensive_share}: the share of sequence-level candidates "
+                              "drawn from the token-level mixture must lie in (0, 1), with method.decoding=sequence")
         if self.target == "token" and self.decoding != "token":
             raise ConfigError("method.target=token chooses λ for the token-level mixture, but method.decoding="
                               f"{self.decoding} decodes another law: add method.decoding=token (or use method=mpo_token)")
@@ -312,12 +320,18 @@ class MaxMinMethod(MethodConfig):
     _target_: str = "mpo.baselines.maxmin_rlhf.build"
     name: str = "maxmin_rlhf"
     rl: RLConfig = field(default_factory=RLConfig)
+    # "per_sample": min_k r̃_k on every response (the public code); "expected": min_k E[r̃_k] (the paper's stated
+    # objective: each batch rewarded by its worst objective on average)
+    min_of: str = "per_sample"
     # learn a mixture of `n_groups` reward models by hard EM on pooled, unlabelled pairs
     em: bool = False
     n_groups: int = 2
     em_iterations: int = 4
     # pooled pairs are attributed to synthetic annotators of this many pairs each
     pairs_per_user: int = 16
+
+    def __post_init__(self) -> None:
+        check_choice(self.min_of, "method.min_of", ("per_sample", "expected"))
 
 
 @dataclass

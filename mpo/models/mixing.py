@@ -430,14 +430,14 @@ class MixturePolicy:
     """`LogLinearMixture` behind the text interface of `mpo.models.policies.HFPolicy`: prompts in, responses out."""
 
     def __init__(self, mixture: LogLinearMixture, tokenizer: PreTrainedTokenizerBase, *, mode: str = "token",
-                 num_candidates: int = 1):
+                 num_candidates: int = 1, defensive_share: float | None = None):
         if tokenizer.padding_side != "left":
             raise ValueError("the tokenizer pads on the right; generation continues from the right edge of every "
                              "prompt, so set tokenizer.padding_side = 'left' (mpo.models.policies.load_tokenizer does)")
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token")
         self.mixture, self.tokenizer = mixture, tokenizer
-        self.mode, self.num_candidates = mode, num_candidates
+        self.mode, self.num_candidates, self.defensive_share = mode, num_candidates, defensive_share
         self.resampling_ess: list[float] = []  # per prompt, in sequence mode
 
     def generate(self, prompts: list[str], decoding: Decoding) -> list[str]:
@@ -456,7 +456,7 @@ class MixturePolicy:
             kwargs = dict(max_new_tokens=decoding.max_new_tokens, temperature=decoding.temperature, top_p=decoding.top_p,
                           generator=generator, eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id)
             if self.mode == "sequence":
-                drawn = self.mixture.sample_sequence_level(**batch, num_candidates=self.num_candidates, **kwargs)
+                drawn = self._resample(batch, kwargs)
                 sequences = drawn.sequences
                 self.resampling_ess += drawn.effective_sample_size.tolist()
                 log_z = torch.logsumexp(drawn.log_weights.double(), -1) - math.log(self.num_candidates)
@@ -467,6 +467,17 @@ class MixturePolicy:
                        *split_generated(sequences, batch["attention_mask"], eos))
         self._check_resampling()
         return out
+
+    def _resample(self, batch: dict, kwargs: dict) -> SequenceLevelSample:
+        """One candidate per prompt toward the sequence-level mixture: from token-level candidates, or defensively."""
+        if self.defensive_share is None:
+            return self.mixture.sample_sequence_level(**batch, num_candidates=self.num_candidates, **kwargs)
+        if kwargs["temperature"] != 1.0 or kwargs["top_p"] < 1.0:
+            raise ValueError("defensive resampling draws from the policies' own laws: it needs temperature 1 and "
+                             "top_p 1 (eval.temperature=1 eval.top_p=1, or method.defensive_share=null)")
+        return sample_defensive(self.mixture, **batch, num_candidates=self.num_candidates, share=self.defensive_share,
+                                max_new_tokens=kwargs["max_new_tokens"], generator=kwargs["generator"],
+                                eos_token_id=kwargs["eos_token_id"], pad_token_id=kwargs["pad_token_id"])
 
     @torch.no_grad()
     def response_logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]],
