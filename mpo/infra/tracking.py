@@ -137,8 +137,8 @@ def _number(value: Any) -> float | int | None:
 def _mpo_diagnostics(info: Mapping[str, Any]) -> dict[str, float | int]:
     """MPO's weight-solve diagnostics as ``mpo/...`` metrics (absent for other methods)."""
     named = {f"mpo/{key}": info.get(key)
-             for key in ("duality_gap", "bsmd_l1_from_exact", "bsmd_gap_from_exact", "certificate_spread_on_support",
-                         "neg_objective", "token_median_ess")}
+             for key in ("duality_gap", "bsmd_l1_from_exact", "bsmd_average_l1_from_exact", "bsmd_gap_from_exact",
+                         "certificate_spread_on_support", "neg_objective", "token_median_ess")}
     for group in ("ess", "weights_bsmd", "weights_exact", "weights_win_rate", "weights_token", "token_estimated_kl",
                   "token_estimated_win_rates", "estimated_win_rates", "estimated_win_rates_at_regret_weights",
                   "certificate", "self_check_mixture", "self_check_reference_only"):
