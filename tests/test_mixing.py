@@ -202,7 +202,7 @@ def test_sequence_level_resampling_approaches_sequence_level_target(sharp_mixtur
 def test_defensive_resampling_weights_are_the_target_over_the_balance_density(policies):
     """Candidates from q_tok and from each π_k with λ_k > 0 (a zero-weight model draws none), weighted by
     Π_k π_k^λ_k / (α_0 q_tok + Σ α_k π_k): the weights equal that ratio recomputed by full forwards, EOS included."""
-    from mpo.models.mixing import defensive_counts, sample_defensive
+    from mpo.models.resampling import defensive_counts, sample_defensive
 
     mixture = LogLinearMixture(policies, [0.35, 0.65, 0.0])
     prompt = torch.tensor([[1, 2, 3]])
@@ -225,7 +225,7 @@ def test_defensive_resampling_weights_are_the_target_over_the_balance_density(po
 
 def test_defensive_resampling_approaches_the_sequence_level_target(sharp_mixture):
     mixture, _ = sharp_mixture
-    from mpo.models.mixing import sample_defensive
+    from mpo.models.resampling import sample_defensive
 
     prompt = torch.tensor([[1, 2]])
     target, token_tv = sequence_target(mixture, prompt)

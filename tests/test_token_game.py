@@ -22,6 +22,14 @@ def problem():
     return length_problem(prompts=64, strength=(1.0, 2.0))
 
 
+@pytest.fixture(scope="module")
+def fine_normalisers(problem):
+    """A_λ of every enumerated response on a 101-point grid (0 where the response is impossible)."""
+    fine = simplex_grid(2, 100)
+    live = torch.isfinite(problem.joint()[..., 0])
+    return fine, torch.where(live[..., None], _normalisers(problem, fine), 0.0)
+
+
 def _exact_parts(problem):
     joint = problem.joint()
     ref = joint[..., 0]
@@ -50,12 +58,11 @@ def test_the_token_log_normaliser_is_the_per_step_sum_by_hand():
     assert torch.allclose(small.token_mixture_joint(lam).exp().sum(1), torch.ones(2, dtype=torch.float64))
 
 
-def test_the_token_level_law_at_the_sequence_lambda_is_too_long_and_its_own_lambda_fixes_it(problem):
+def test_the_token_level_law_at_the_sequence_lambda_is_too_long_and_its_own_lambda_fixes_it(problem, fine_normalisers):
     joint, ref, _, log_ratios = _exact_parts(problem)
     star = solve_exact(ref, log_ratios)
-    fine = simplex_grid(2, 100)
+    fine, normalisers = fine_normalisers
     exact = exact_problem(ref, log_ratios)
-    normalisers = torch.where(torch.isfinite(ref)[..., None], _normalisers(problem, fine), 0.0)
     own = solve_token_game(exact, normalisers, fine, "win_rate")
     at_star = problem.true_win_rates(problem.token_mixture_joint(star))
     at_own = problem.true_win_rates(problem.token_mixture_joint(own.weights))
@@ -69,12 +76,11 @@ def test_the_token_level_law_at_the_sequence_lambda_is_too_long_and_its_own_lamb
 
 
 @pytest.mark.parametrize("criterion", ["regret", "win_rate"])
-def test_the_sampled_token_game_lands_within_005_of_its_exact_optimum(problem, criterion):
+def test_the_sampled_token_game_lands_within_005_of_its_exact_optimum(problem, fine_normalisers, criterion):
     """16 samples per prompt (4 from π_ref, 6 from each π_k), A_λ on the 51-point grid: λ̂ within L1 0.05 of
     the exact token-level game's optimum on a 101-point grid."""
     joint, ref, live, log_ratios = _exact_parts(problem)
-    fine = simplex_grid(2, 100)
-    normalisers = torch.where(live[..., None], _normalisers(problem, fine), 0.0)
+    fine, normalisers = fine_normalisers
     exact = solve_token_game(exact_problem(ref, log_ratios), normalisers, fine, criterion).weights
     grid = token_grid(2)
     on_grid = _normalisers(problem, grid)
@@ -100,14 +106,13 @@ def test_log_normalisers_of_the_wrong_shape_or_sign_are_refused():
 
 
 @pytest.mark.parametrize("criterion", ["regret", "win_rate"])
-def test_the_direct_token_game_lands_within_005_of_its_exact_optimum(problem, criterion):
+def test_the_direct_token_game_lands_within_005_of_its_exact_optimum(problem, fine_normalisers, criterion):
     """Draws of q_λ itself at 11 grid points (8 per prompt) against 8 π_ref draws per prompt, no weights:
     λ̂ within L1 0.05 of the exact token-level game's optimum."""
     from mpo.core.token_game import direct_token_game
 
     joint, ref, live, log_ratios = _exact_parts(problem)
-    fine = simplex_grid(2, 100)
-    normalisers = torch.where(live[..., None], _normalisers(problem, fine), 0.0)
+    fine, normalisers = fine_normalisers
     exact = solve_token_game(exact_problem(ref, log_ratios), normalisers, fine, criterion).weights
     grid = simplex_grid(2, 10)
     for seed in range(3):

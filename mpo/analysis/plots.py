@@ -107,7 +107,7 @@ def _is_preset_mpo(row: dict) -> bool:
 # leader line joins label and point
 _DIRECTIONS = [(math.cos(math.radians(a)), math.sin(math.radians(a))) for a in (30, -30, 150, -150, 0, 180,
                                                                               60, -60, 120, -120, 90, -90)]
-_RADII = [6, 12, 20, 30, 42, 56, 72]
+_RADII = [6, 12, 20, 30, 42, 56, 72, 90, 110, 135]
 _MARKER_PX = 6  # half the side of the square a marker is taken to occupy
 
 

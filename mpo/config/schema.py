@@ -217,12 +217,10 @@ class BSMDConfig:
 
 @dataclass
 class TokenGameConfig:
-    # how the game over the token-level family is estimated (method.target=token): "direct" = draws of q_λ itself at
-    # every grid point, compared with π_ref's proposal draws (no importance weights); "reweighted" = the cached
-    # proposal samples reweighted toward q_λ (cheaper, unsound where q_λ and the proposals hardly overlap)
+    # how the token-level game is estimated (method.target=token): "direct" = draws of q_λ at every grid point vs
+    # π_ref's proposal draws (no weights); "reweighted" = the proposal samples reweighted (needs overlap)
     estimator: str = "direct"
-    # direct: the first n_prompts of the proposal's prompts, draws per prompt at each grid point
-    n_prompts: int = 128
+    n_prompts: int = 128  # direct: the first n_prompts proposal prompts, and draws per prompt at each grid point
     samples_per_prompt: int = 4
     # direct, K = 2: grid points 0, 1/grid_steps, ..., 1 for λ_1 (K ≥ 3 uses mpo.core.token_game.token_grid)
     grid_steps: int = 10

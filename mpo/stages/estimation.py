@@ -147,6 +147,7 @@ def token_game_draws(ctx: RunContext, objectives: list[str], method: MPOMethod) 
     """Build (or reuse) draws of the token-level mixture q_λ at every grid point, scored under π_ref and every π_k:
     what `mpo.core.token_game.direct_token_game` takes (with π_ref's proposal draws). Returns the saved tensors:
     ``grid`` [G, K], ``log_ratios`` [G, N, n, K], ``log_q_over_ref`` [G, N, n]."""
+    from mpo.core.token_game import token_grid
     from mpo.core.winrate import simplex_grid
     from mpo.models.mixing import LogLinearMixture
 
@@ -154,7 +155,7 @@ def token_game_draws(ctx: RunContext, objectives: list[str], method: MPOMethod) 
     reference = reference_policy(ctx)
     policies = [single_policy(ctx, k, by=method.singles) for k in objectives]
     prompts = task_data(ctx)[0]["train"]["prompt"][: cfg.n_prompts]
-    grid = simplex_grid(2, cfg.grid_steps) if len(objectives) == 2 else _token_grid(len(objectives))
+    grid = simplex_grid(2, cfg.grid_steps) if len(objectives) == 2 else token_grid(len(objectives))
     dec = proposal_decoding(ctx, len(objectives) + 2)
     spec = {"objectives": objectives, "grid": grid.tolist(), "n": cfg.samples_per_prompt, "prompts": prompts,
             "decoding": dec.__dict__, "scoring_batch_size": method.estimator.scoring_batch_size}
@@ -184,12 +185,6 @@ def token_game_draws(ctx: RunContext, objectives: list[str], method: MPOMethod) 
 
     artifact = ctx.build("token_game", "token_game", spec, build, [reference, *policies])
     return torch.load(artifact.path / "draws.pt", weights_only=True)
-
-
-def _token_grid(num_objectives: int) -> torch.Tensor:
-    from mpo.core.token_game import token_grid
-
-    return token_grid(num_objectives)
 
 
 def _merge(sets: list[Samples], prompts: list[str]) -> Samples:
