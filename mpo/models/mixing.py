@@ -215,6 +215,27 @@ class LogLinearMixture:
         return token_logp.masked_fill(~mask, 0.0).sum(-1)
 
     @torch.no_grad()
+    def scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, prompt_len: int,
+               eos_token_id: int | Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`component_logprobs` [B, K], `sequence_logprob` [B]) from one forward of each model, not two."""
+        mask = self._response_mask(input_ids, attention_mask, None, prompt_len, eos_token_id)
+        ids, attention, positions = self._forward_args(input_ids, attention_mask)
+        models, weights = self._active_models()
+
+        def score(rows: slice) -> torch.Tensor:  # [rows, L-1, K+1]: every model's token log-probs, then the mixture's
+            logits = [model(input_ids=ids[rows].to(model.device), attention_mask=attention[rows].to(model.device),
+                            position_ids=positions[rows].to(model.device)).logits[:, :-1] for model in self.models]
+            targets = ids[rows, 1:].to(self.device)
+            columns = [gathered_logprobs(out.to(self.device), targets) for out in logits]
+            active = [logits[self.models.index(m)] for m in models]
+            columns.append(gathered_logprobs(_mix_unnormalised(active, weights, self.device), targets))
+            return torch.stack(columns, -1)
+
+        summed = in_row_blocks(ids.shape[0], ids.shape[1], self.vocab_size * (self.num_models + 1), score)
+        summed = summed.masked_fill(~mask[..., None], 0.0).sum(1)
+        return summed[:, :-1], summed[:, -1]
+
+    @torch.no_grad()
     def grid_log_normalisers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                              response_mask: torch.Tensor | None = None, *, grid: torch.Tensor,
                              prompt_len: int | None = None,

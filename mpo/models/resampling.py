@@ -3,7 +3,7 @@
 `mpo.models.mixing.LogLinearMixture.sample_sequence_level` resamples candidates of the token-level mixture q_tok;
 `sample_defensive` here draws part of them from the single policies π_k and weighs every candidate against the
 balance density of all the proposals (docs/design.md §1, "Defensive resampling"). Pure torch; the mixture is
-passed in (its `generate`, `vertex`, `component_logprobs` and `sequence_logprob`).
+passed in (its `generate`, `vertex` and `scores`).
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def sample_defensive(mixture, input_ids: torch.Tensor, attention_mask: torch.Ten
     flat = candidates.flatten(0, 1)
     attention = torch.cat([mask.repeat_interleave(num_candidates, 0),
                            torch.ones(flat.shape[0], length - prompt_len, dtype=mask.dtype, device=mask.device)], 1)
-    components = mixture.component_logprobs(flat, attention, prompt_len=prompt_len, eos_token_id=eos_token_id).double()
-    token = mixture.sequence_logprob(flat, attention, prompt_len=prompt_len, eos_token_id=eos_token_id).double()
+    components, token = (t.double() for t in mixture.scores(flat, attention, prompt_len=prompt_len,
+                                                             eos_token_id=eos_token_id))
     alpha = torch.tensor(counts, dtype=torch.float64, device=token.device) / num_candidates
     densities = torch.stack([token, *(components[:, k] for k in active)], -1)  # [B·n, 1 + active]
     log_q = torch.logsumexp(densities + alpha.log(), -1)
